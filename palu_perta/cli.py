@@ -1,0 +1,103 @@
+"""Command line: ``python -m palu_perta <command> ...`` (or the ``palu-perta`` script).
+
+Each subcommand is a :class:`Command` in :data:`COMMANDS`: a function that adds its arguments
+to an argparse parser and a function that runs it. Adding one (``unlearn``, ``finetune``) is
+one entry in that dict.
+
+    python -m palu_perta evaluate --model PATH --data synthetic --forget-split forget10 \\
+        [--profile cpu] [--retain-results DIR_OR_JSON] --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line, how it declares its arguments, and what it runs."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="'tiny', 'smollm2', a model directory or a hub id")
+    parser.add_argument("--data", default=None,
+                        help="'synthetic', 'tofu' or a directory of TOFU-format JSON (default: the profile's)")
+    parser.add_argument("--forget-split", default=None, choices=["forget01", "forget05", "forget10"],
+                        help="default: the profile's")
+    parser.add_argument("--profile", default=None, help="smoke | cpu | paper (default: $PALU_PERTA_PROFILE or cpu)")
+    parser.add_argument("--retain-results", default=None,
+                        help="the retain model's per_item.json (or its directory): enables forget_quality, privleak")
+    parser.add_argument("--out", required=True, help="directory for summary.json and per_item.json")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the profile's")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the profile's eval_batch_size")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast (default: off on the CPU, where it moves the metrics; see evaluation.py)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .config import get_profile
+    from .data import load_benchmark
+    from .evaluation import DEFAULT_BF16, evaluate
+    from .models import load_model
+
+    overrides: dict[str, Any] = {"forget_split": args.forget_split} if args.forget_split else {}
+    profile = get_profile(args.profile, **overrides)
+    benchmark = load_benchmark(profile, args.data)
+    model, tokenizer = load_model(args.model)
+    result = evaluate(
+        model,
+        tokenizer,
+        benchmark,
+        args.retain_results,
+        max_new_tokens=args.max_new_tokens or profile.max_new_tokens,
+        batch_size=args.batch_size or profile.eval_batch_size,
+        out_dir=args.out,
+        bf16=DEFAULT_BF16 if args.bf16 is None else args.bf16,
+        progress=not args.no_progress,
+    )
+    result.pop("per_item")
+    meta = result.pop("meta")
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        shown = "None" if value is None else f"{value:.4g}"
+        print(f"{key:<{width}}  {shown}")
+    print(json.dumps(meta))
+    print(f"wrote {args.out}/summary.json and {args.out}/per_item.json")
+    return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "evaluate": Command("run the TOFU metric suite on a model", _evaluate_arguments, _run_evaluate),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per entry of :data:`COMMANDS`."""
+    parser = argparse.ArgumentParser(prog="python -m palu_perta", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        command.add_arguments(sub.add_parser(name, help=command.help, description=command.help))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the chosen command; returns its exit code.
+
+    Errors the user can fix (bad paths, mismatched retain results...) print one line, exit 2.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command].run(args)
+    except (ValueError, FileNotFoundError, PermissionError, ModuleNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

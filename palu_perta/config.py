@@ -1,0 +1,174 @@
+"""Profiles (smoke / cpu / paper) and the paths every notebook shares.
+
+A profile fixes the model, the data and the budgets of a run. Notebooks read the
+``PALU_PERTA_PROFILE`` environment variable in their ``parameters`` cell, so CI can run
+the very same notebooks as ``smoke``::
+
+    profile = get_profile(os.environ.get("PALU_PERTA_PROFILE", "cpu"))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def repo_root() -> Path | None:
+    """The checkout this package runs from (editable install), or None for a wheel install."""
+    root = PACKAGE_DIR.parent
+    return root if (root / "pyproject.toml").exists() and (root / "notebooks").exists() else None
+
+
+def artifacts_root() -> Path:
+    """Where models, task vectors and evaluations are cached.
+
+    ``$PALU_PERTA_ARTIFACTS`` if set, else ``<repo>/artifacts`` in a checkout, else
+    ``~/.cache/palu_perta``.
+    """
+    env = os.environ.get("PALU_PERTA_ARTIFACTS")
+    if env:
+        return Path(env).expanduser().resolve()
+    root = repo_root()
+    return (root / "artifacts") if root else Path.home() / ".cache" / "palu_perta"
+
+
+def figures_dir() -> Path:
+    """Where notebooks write their figures: ``$PALU_PERTA_FIGURES`` or ``<repo>/figures``."""
+    env = os.environ.get("PALU_PERTA_FIGURES")
+    if env:
+        return Path(env).expanduser().resolve()
+    root = repo_root()
+    return (root / "figures") if root else Path.cwd() / "figures"
+
+
+def default_tofu_dir() -> Path | None:
+    """A local TOFU copy: ``$PALU_PERTA_TOFU_DIR``, else ``../shared/tofu`` beside the checkout."""
+    env = os.environ.get("PALU_PERTA_TOFU_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    root = repo_root()
+    if root and (root.parent / "shared" / "tofu" / "full.json").exists():
+        return root.parent / "shared" / "tofu"
+    return None
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Hyperparameters of a supervised fine-tune (target, retain or reinforced model)."""
+
+    epochs: float = 5.0
+    learning_rate: float = 1e-5
+    batch_size: int = 32
+    per_device_batch_size: int = 8
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.2  # TOFU: one warm-up epoch of five
+    bf16: bool = True
+    max_length: int = 256
+    lr_scheduler: str = "linear"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.learning_rate <= 1:
+            raise ValueError(f"learning_rate={self.learning_rate} is out of range; use 0 < learning_rate <= 1")
+        if self.epochs <= 0:
+            raise ValueError(f"epochs={self.epochs} must be > 0")
+        if self.batch_size < 1 or self.per_device_batch_size < 1:
+            raise ValueError("batch_size and per_device_batch_size must be >= 1")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio={self.warmup_ratio} is out of range; use 0 <= warmup_ratio < 1")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything a notebook needs to know about the scale of a run."""
+
+    name: str
+    model: str  # "tiny", "smollm2", a hub id or a local path
+    data: str  # "synthetic", "tofu" (local copy or the hub) or a directory of TOFU-format JSON
+    forget_split: str = "forget10"
+    n_authors: int = 20  # synthetic: authors generated; tofu: retain authors kept (None = all)
+    qa_per_author: int = 10
+    n_holdout_authors: int = 2
+    n_world_facts: int | None = None  # None: all of the set
+    seed: int = 0
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    max_new_tokens: int = 48
+    eval_batch_size: int = 16
+
+    def replace(self, **changes: Any) -> "Profile":
+        """A copy with some fields changed (``finetune`` may be given as a dict of changes)."""
+        ft = changes.pop("finetune", None)
+        if isinstance(ft, dict):
+            changes["finetune"] = dataclasses.replace(self.finetune, **ft)
+        elif ft is not None:
+            changes["finetune"] = ft
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    # Seconds: a ~3 M-parameter random Llama on a handful of synthetic authors.
+    "smoke": Profile(
+        name="smoke",
+        model="tiny",
+        data="synthetic",
+        forget_split="forget10",
+        n_authors=6,
+        qa_per_author=6,
+        n_holdout_authors=1,
+        n_world_facts=8,
+        finetune=FinetuneConfig(
+            epochs=8, learning_rate=5e-3, batch_size=8, per_device_batch_size=8, warmup_ratio=0.1,
+            bf16=False, max_length=128,
+        ),
+        max_new_tokens=24,
+        eval_batch_size=16,
+    ),
+    # Minutes on a 2-core laptop: SmolLM2-135M-Instruct on 20 synthetic authors.
+    "cpu": Profile(
+        name="cpu",
+        model="smollm2",
+        data="synthetic",
+        forget_split="forget10",
+        n_authors=20,
+        qa_per_author=10,
+        n_holdout_authors=2,
+        finetune=FinetuneConfig(
+            epochs=5, learning_rate=2e-4, batch_size=16, per_device_batch_size=16, warmup_ratio=0.1,
+            bf16=True, max_length=160,
+        ),
+        max_new_tokens=48,
+        eval_batch_size=32,
+    ),
+    # One GPU: the PerTA paper's model on the full real TOFU.
+    "paper": Profile(
+        name="paper",
+        model="meta-llama/Llama-3.2-1B-Instruct",
+        data="tofu",
+        forget_split="forget10",
+        n_authors=200,
+        qa_per_author=20,
+        n_holdout_authors=0,
+        finetune=FinetuneConfig(
+            epochs=5, learning_rate=1e-5, batch_size=32, per_device_batch_size=8, warmup_ratio=0.2,
+            bf16=True, max_length=512,
+        ),
+        max_new_tokens=200,
+        eval_batch_size=64,
+    ),
+}
+
+
+def get_profile(name: str | None = None, **overrides: Any) -> Profile:
+    """The named profile (default: ``$PALU_PERTA_PROFILE`` or ``cpu``), with overrides applied."""
+    name = name or os.environ.get("PALU_PERTA_PROFILE", "cpu")
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    profile = PROFILES[name]
+    return profile.replace(**overrides) if overrides else profile

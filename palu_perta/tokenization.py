@@ -1,0 +1,146 @@
+"""From QA records to token ids, labels and per-token classes.
+
+A question-answer pair becomes ``prompt + answer + EOS``: the prompt is the tokenizer's chat
+template (user turn + generation prompt) when it has one, else TOFU's
+``"Question: {q}\\nAnswer: "``. Labels are -100 on the prompt; answer tokens and the final
+EOS are learned. Each token gets a class: ``PROMPT`` (prompt and padding), ``ORDINARY``
+(answer tokens, EOS included) or ``SENSITIVE`` (answer tokens that overlap a ``target_words``
+span, mapped through the fast tokenizer's character offsets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+PROMPT, ORDINARY, SENSITIVE = 0, 1, 2
+IGNORE_INDEX = -100
+
+
+def check_tokenizer(tokenizer: Any) -> None:
+    """Raise a clear error for a tokenizer the pipeline cannot use."""
+    if tokenizer is None:
+        raise ValueError("no tokenizer: load the model with palu_perta.models.load_model, which returns one")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token; set tokenizer.eos_token (answers must end with one)")
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("a fast tokenizer is needed for character offsets; load it with use_fast=True")
+
+
+def prompt_text(tokenizer: Any, question: str) -> str:
+    """The prompt string for ``question``: chat template if the tokenizer has one, else TOFU's format."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
+    return f"Question: {question}\nAnswer: "
+
+
+def token_classes_from_spans(offsets: Sequence[tuple[int, int]], spans: Sequence[dict] | None) -> list[int]:
+    """Class of each answer token: SENSITIVE if its characters overlap a span, else ORDINARY.
+
+    ``offsets[i] = (start, end)`` are the token's character offsets into the answer; a token
+    overlaps a span ``[s, e)`` when ``start < e`` and ``end > s``. Returns one class per token.
+    """
+    classes = []
+    for start, end in offsets:
+        hit = any(start < span["end"] and end > span["start"] for span in spans or ())
+        classes.append(SENSITIVE if hit and end > start else ORDINARY)
+    return classes
+
+
+def encode_qa(
+    tokenizer: Any,
+    question: str,
+    answer: str,
+    target_words: Sequence[dict] | None = None,
+    max_length: int | None = None,
+) -> dict[str, list[int]]:
+    """Encode one QA pair.
+
+    Returns lists of equal length T: ``input_ids``, ``labels`` (-100 on the prompt),
+    ``token_classes`` (PROMPT / ORDINARY / SENSITIVE); plus ``prompt_length``.
+    Truncation (``max_length``) cuts the answer's end, never the prompt.
+    """
+    prompt_ids = tokenizer(prompt_text(tokenizer, question), add_special_tokens=False)["input_ids"]
+    enc = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+    answer_ids = list(enc["input_ids"]) + [tokenizer.eos_token_id]
+    classes = token_classes_from_spans(enc["offset_mapping"], target_words) + [ORDINARY]
+    if max_length is not None:
+        room = max_length - len(prompt_ids)
+        if room < 1:
+            raise ValueError(f"the prompt alone has {len(prompt_ids)} tokens, more than max_length={max_length}")
+        answer_ids, classes = answer_ids[:room], classes[:room]
+    return {
+        "input_ids": prompt_ids + answer_ids,
+        "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids,
+        "token_classes": [PROMPT] * len(prompt_ids) + classes,
+        "prompt_length": len(prompt_ids),
+    }
+
+
+def encode_records(
+    tokenizer: Any,
+    records: Sequence[dict],
+    max_length: int | None = None,
+    answer_key: str = "answer",
+) -> list[dict[str, list[int]]]:
+    """``encode_qa`` over records (``answer_key`` picks the answer field, e.g. a paraphrase)."""
+    check_tokenizer(tokenizer)
+    spans_apply = answer_key == "answer"
+    return [
+        encode_qa(tokenizer, r["question"], r[answer_key], r.get("target_words") if spans_apply else None, max_length)
+        for r in records
+    ]
+
+
+@dataclass
+class Collator:
+    """Pad encoded examples into a batch of tensors.
+
+    ``padding_side="right"`` for training and scoring; ``"left"`` for generation. Keys kept:
+    ``input_ids``, ``attention_mask``, ``labels`` and (if ``with_classes``) ``token_classes``;
+    each a LongTensor [B, T_max].
+    """
+
+    pad_token_id: int
+    padding_side: str = "right"
+    with_classes: bool = True
+
+    def __post_init__(self) -> None:
+        if self.padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+
+    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        length = max(len(e["input_ids"]) for e in examples)
+        fills = {"input_ids": self.pad_token_id, "labels": IGNORE_INDEX, "token_classes": PROMPT}
+        keys = ["input_ids", "labels"] + (["token_classes"] if self.with_classes and "token_classes" in examples[0] else [])
+        batch: dict[str, list[list[int]]] = {k: [] for k in keys + ["attention_mask"]}
+        for e in examples:
+            pad = length - len(e["input_ids"])
+            for k in keys:
+                seq = list(e[k])
+                batch[k].append(seq + [fills[k]] * pad if self.padding_side == "right" else [fills[k]] * pad + seq)
+            mask = [1] * len(e["input_ids"])
+            batch["attention_mask"].append(mask + [0] * pad if self.padding_side == "right" else [0] * pad + mask)
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+
+
+def prompt_batch(tokenizer: Any, questions: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Left-padded prompts for batched generation: ``input_ids`` and ``attention_mask`` [B, T]."""
+    check_tokenizer(tokenizer)
+    examples = [{"input_ids": tokenizer(prompt_text(tokenizer, q), add_special_tokens=False)["input_ids"]}
+                for q in questions]
+    for e in examples:
+        e["labels"] = e["input_ids"]
+    batch = Collator(pad_id(tokenizer), "left", with_classes=False)(examples)
+    batch.pop("labels")
+    return batch
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The padding id: the tokenizer's pad token, else EOS (padding is masked out anyway)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

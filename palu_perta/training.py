@@ -1,0 +1,176 @@
+"""Supervised fine-tuning with ``transformers.Trainer``: the target, retain and reinforced models.
+
+``finetune`` trains a model on QA records (answer tokens only) and is plain Trainer
+underneath, so ``accelerate launch`` scales it out unchanged. ``finetuned_model`` caches the
+result under the artifacts directory, keyed by everything that produced it; a run killed
+part-way resumes from its last epoch checkpoint when started again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, Trainer, TrainingArguments
+
+from .artifacts import atomic_dir, entry_path, is_complete
+from .config import FinetuneConfig, Profile
+from .models import load_model, save_model
+from .tokenization import Collator, encode_records, pad_id
+
+ROLES = ("target", "retain", "reinforced")
+
+
+class GuardedTrainer(Trainer):
+    """A Trainer that stops on a NaN or infinite loss, naming the step and the batch."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        loss = result[0] if return_outputs else result
+        check_finite(loss, "nll", self.state.global_step, inputs, getattr(self, "processing_class", None))
+        return result
+
+
+def check_finite(loss: torch.Tensor, term: str, step: int, batch: dict[str, torch.Tensor], tokenizer: Any = None) -> None:
+    """Raise ``FloatingPointError`` if ``loss`` is NaN or infinite, naming step, term and batch."""
+    if torch.isfinite(loss.detach()).all():
+        return
+    first = batch["input_ids"][0]
+    text = tokenizer.decode(first[batch["attention_mask"][0].bool()])[-120:] if tokenizer is not None else first[:20].tolist()
+    raise FloatingPointError(
+        f"the {term} loss is {loss.detach().float().item()} at step {step} (batch of {len(batch['input_ids'])}, "
+        f"first example ends {text!r}); lower the learning rate or check the data"
+    )
+
+
+def training_arguments(cfg: FinetuneConfig, output_dir: Path, seed: int, progress: bool, save_checkpoints: bool) -> TrainingArguments:
+    """TrainingArguments for ``cfg``: effective batch ``cfg.batch_size`` across all processes."""
+    world = max(1, torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1)
+    accumulation = max(1, cfg.batch_size // (cfg.per_device_batch_size * world))
+    on_gpu = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=accumulation,
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        lr_scheduler_type=cfg.lr_scheduler,
+        bf16=cfg.bf16 and (not on_gpu or torch.cuda.is_bf16_supported()),
+        use_cpu=not on_gpu,
+        logging_steps=1,
+        save_strategy="epoch" if save_checkpoints else "no",
+        save_total_limit=1,
+        save_only_model=False,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+
+
+def finetune(
+    model: PreTrainedModel,
+    tokenizer: Any,
+    records: Sequence[dict],
+    cfg: FinetuneConfig,
+    output_dir: Path,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    resume: bool = True,
+) -> list[dict]:
+    """Fine-tune ``model`` in place on the answers of ``records``.
+
+    ``output_dir`` receives epoch checkpoints; with ``resume`` a run restarts from the last
+    one found there. Returns the Trainer's log history (one dict per logged step).
+    """
+    if not records:
+        raise ValueError("no records to fine-tune on: the training split is empty")
+    examples = encode_records(tokenizer, records, cfg.max_length)
+    dataset = [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]
+    output_dir = Path(output_dir)
+    args = training_arguments(cfg, output_dir, seed, progress, save_checkpoints=resume)
+    model.train()
+    trainer = GuardedTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=Collator(pad_id(tokenizer), "right", with_classes=False),
+        processing_class=tokenizer,
+    )
+    has_checkpoint = resume and any(output_dir.glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
+    model.eval()
+    return trainer.state.log_history
+
+
+def finetune_config(profile: Profile, role: str, data_info: dict[str, Any], base: str, cfg: FinetuneConfig) -> dict[str, Any]:
+    """Everything that determines a fine-tuned model, for its cache key."""
+    return {"role": role, "base": base, "data": data_info, "finetune": dataclasses.asdict(cfg), "seed": profile.seed}
+
+
+def finetuned_model(
+    profile: Profile,
+    role: str,
+    records: Sequence[dict],
+    data_info: dict[str, Any],
+    *,
+    base: str | None = None,
+    cfg: FinetuneConfig | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> Path:
+    """The directory of a cached fine-tuned model, training it first if needed.
+
+    ``role`` names it ("target", "retain", "reinforced"); ``base`` is the model it starts
+    from (default: the profile's model); ``data_info`` identifies ``records`` in the cache
+    key. The directory also holds ``log_history.json``.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role={role!r}; use one of {ROLES}")
+    base = base or profile.model
+    cfg = cfg or profile.finetune
+    config = finetune_config(profile, role, data_info, str(base), cfg)
+    path = entry_path("models", f"{profile.name}-{role}", config)
+    if is_complete(path, config) and not force:
+        return path
+    work = path.with_name(path.name + ".work")
+    model, tokenizer = load_model(str(base), seed=profile.seed)
+    history = finetune(model, tokenizer, records, cfg, work, seed=profile.seed, progress=progress)
+    with atomic_dir(path, config, overwrite=force) as tmp:
+        save_model(model, tokenizer, tmp)
+        (tmp / "log_history.json").write_text(json.dumps(history, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
+    return path
+
+
+def load_log_history(model_dir: Path) -> list[dict]:
+    """The training log saved beside a cached model."""
+    return json.loads((Path(model_dir) / "log_history.json").read_text())
+
+
+def records_info(source: str, records: Sequence[dict]) -> dict[str, Any]:
+    """What identifies a set of training records in a cache key: their source, count and a
+    hash of every question and answer (so the target model is shared by forget splits that
+    train on the same authors)."""
+    digest = hashlib.sha256(json.dumps([[r["question"], r["answer"]] for r in records]).encode()).hexdigest()
+    return {"source": source, "n": len(records), "sha256": digest[:16]}
+
+
+def target_and_retain(profile: Profile, benchmark: Any, progress: bool = True) -> tuple[Path, Path]:
+    """The cached target (all authors) and retain (retain authors only) models of a profile."""
+    target = finetuned_model(profile, "target", benchmark.full, records_info(benchmark.source, benchmark.full),
+                             progress=progress)
+    retain = finetuned_model(profile, "retain", benchmark.retain, records_info(benchmark.source, benchmark.retain),
+                             progress=progress)
+    return target, retain

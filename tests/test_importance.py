@@ -1,0 +1,165 @@
+"""Tests of palu_perta.importance against a plain autograd loop, on a tiny random Llama and hand-made
+right-padded batches."""
+
+import math
+
+import pytest
+import torch
+import torch.distributed as dist
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from palu_perta.importance import parameter_importance
+
+# Two examples: (input_ids, number of prompt tokens). Labels: -100 on the prompt, the ids on the answer.
+EXAMPLES = [([5, 9, 14, 3, 7, 22, 1], 3), ([8, 2, 40, 17, 6], 2)]
+
+
+def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    return LlamaForCausalLM(config)
+
+
+def make_batch(examples: list[tuple[list[int], int]], pad: int = 0) -> dict[str, torch.Tensor]:
+    """Right-padded batch of the batch contract (token_classes included, as the collator adds it)."""
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad)
+    attention_mask = torch.zeros_like(input_ids)
+    labels = torch.full_like(input_ids, -100)
+    for row, (ids, prompt) in enumerate(examples):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+        labels[row, prompt : len(ids)] = torch.tensor(ids[prompt:])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "token_classes": (labels != -100).long()}
+
+
+def reference(model: LlamaForCausalLM, examples: list[tuple[list[int], int]], method: str) -> dict[str, torch.Tensor]:
+    """The definitions written plainly: one example at a time, .backward(), sums over examples."""
+    sums = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    model.eval()
+    for ids, prompt in examples:
+        model.zero_grad()
+        logits = model(torch.tensor([ids])).logits[0]
+        logprobs = torch.log_softmax(logits, dim=-1)
+        answer = [logprobs[t - 1, ids[t]] for t in range(prompt, len(ids))]  # position t-1 predicts token t
+        loss = -sum(answer) / len(answer) if method == "grad" else sum(answer)
+        loss.backward()
+        for name, p in model.named_parameters():
+            sums[name] += p.grad if method == "grad" else p.grad**2
+    model.zero_grad(set_to_none=True)
+    n = len(examples)
+    return {name: (s / n).abs() if method == "grad" else s / n for name, s in sums.items()}
+
+
+def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal up to float32 rounding, absolute tolerance relative to the tensor's scale (means cancel)."""
+    return torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
+
+
+def assert_close(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert list(got) == list(expected)
+    for name in expected:
+        assert got[name].dtype == torch.float32
+        assert close(got[name], expected[name]), name
+
+
+@pytest.mark.parametrize(("method", "per_example"), [("grad", "auto"), ("fisher", "loop"), ("fisher", "vmap"), ("fisher", "auto")])
+def test_matches_a_plain_autograd_loop(method, per_example):
+    model = tiny_llama()
+    expected = reference(model, EXAMPLES, method)
+    batches = [make_batch(EXAMPLES)]
+    got = parameter_importance(model, batches, method, per_example=per_example, progress=False)
+    assert_close(got, expected)
+    assert any(t.abs().sum() > 0 for t in got.values())
+
+
+@pytest.mark.parametrize("method", ["grad", "fisher"])
+def test_independent_of_batching(method):
+    model = tiny_llama()
+    together = parameter_importance(model, [make_batch(EXAMPLES)], method, progress=False)
+    apart = parameter_importance(model, [make_batch([e]) for e in EXAMPLES], method, progress=False)
+    assert_close(apart, together)
+
+
+def test_fisher_of_one_example_is_its_squared_gradient():
+    """For one example the Fisher is (d log p(y|x))^2 and the grad importance |d NLL| = |d log p(y|x)| / |y|."""
+    model = tiny_llama()
+    example, prompt = EXAMPLES[0]
+    batch = [make_batch([(example, prompt)])]
+    fisher = parameter_importance(model, batch, "fisher", progress=False)
+    grad = parameter_importance(model, batch, "grad", progress=False)
+    answer_tokens = len(example) - prompt
+    assert_close(fisher, {name: (answer_tokens * g) ** 2 for name, g in grad.items()})
+
+
+def test_examples_without_answer_tokens_do_not_count():
+    model = tiny_llama()
+    no_answer = ([4, 4, 4], 3)
+    got = parameter_importance(model, [make_batch([*EXAMPLES, no_answer])], "grad", progress=False)
+    assert_close(got, reference(model, EXAMPLES, "grad"))
+
+
+def test_model_state_is_restored_and_no_grad_is_left():
+    model = tiny_llama()
+    model.train()
+    model.model.norm.weight.requires_grad_(False)
+    parameter_importance(model, [make_batch(EXAMPLES)], "fisher", per_example="loop", progress=False)
+    assert model.training
+    assert not model.model.norm.weight.requires_grad
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_fraction_subset_is_deterministic_and_exact_in_size():
+    model = tiny_llama()
+    examples = [*EXAMPLES, ([3, 30, 31, 32], 1), ([12, 13, 50, 51, 52, 53], 4)]
+    batches = [make_batch(examples[:2]), make_batch(examples[2:])]
+    singles = [parameter_importance(model, [make_batch([e])], "grad", progress=False) for e in examples]
+
+    def which(importance: dict[str, torch.Tensor]) -> int:
+        """Index of the single example whose importance this is (fraction 0.1 of 4 keeps 1 example)."""
+        matches = [i for i, single in enumerate(singles) if all(close(importance[n], single[n]) for n in single)]
+        assert len(matches) == 1
+        return matches[0]
+
+    chosen = [which(parameter_importance(model, batches, "grad", fraction=0.1, seed=seed, progress=False)) for seed in range(6)]
+    again = [which(parameter_importance(model, batches, "grad", fraction=0.1, seed=seed, progress=False)) for seed in range(6)]
+    assert chosen == again
+    assert len(set(chosen)) > 1
+    half = parameter_importance(model, iter(batches), "grad", fraction=0.5, seed=3, progress=False)
+    assert_close(half, parameter_importance(model, batches, "grad", fraction=0.5, seed=3, progress=False))
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5, math.nan])
+def test_fraction_outside_the_unit_interval_raises(fraction):
+    with pytest.raises(ValueError, match="fraction"):
+        parameter_importance(tiny_llama(), [make_batch(EXAMPLES)], fraction=fraction, progress=False)
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_empty_data_set_raises(fraction):
+    with pytest.raises(ValueError, match="empty"):
+        parameter_importance(tiny_llama(), [], fraction=fraction, progress=False)
+
+
+def test_argument_errors():
+    model, batches = tiny_llama(), [make_batch(EXAMPLES)]
+    with pytest.raises(ValueError, match="method"):
+        parameter_importance(model, batches, "hessian", progress=False)
+    with pytest.raises(ValueError, match="per_example"):
+        parameter_importance(model, batches, "fisher", per_example="jit", progress=False)
+    left_padded = make_batch(EXAMPLES)
+    left_padded["attention_mask"] = left_padded["attention_mask"].flip(1)
+    with pytest.raises(ValueError, match="right-padded"):
+        parameter_importance(model, [left_padded], progress=False)
+
+
+def test_distributed_reduction_with_one_process(tmp_path):
+    """The all_reduce path (gloo, world size 1) gives the single-process result."""
+    model = tiny_llama()
+    expected = parameter_importance(model, [make_batch(EXAMPLES)], "fisher", progress=False)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        got = parameter_importance(model, [make_batch(EXAMPLES)], "fisher", progress=False)
+    finally:
+        dist.destroy_process_group()
+    assert_close(got, expected)

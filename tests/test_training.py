@@ -1,0 +1,81 @@
+"""Fine-tuning the tiny model, the model cache and the artifacts directory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from palu_perta.artifacts import atomic_dir, cached, entry_path, is_complete
+from palu_perta.config import FinetuneConfig, get_profile
+from palu_perta.data import synthetic_benchmark
+from palu_perta.models import load_model
+from palu_perta.training import finetune, finetuned_model, load_log_history, records_info
+
+FAST = FinetuneConfig(epochs=3, learning_rate=5e-3, batch_size=8, per_device_batch_size=8, warmup_ratio=0.0,
+                      bf16=False, max_length=96)
+
+
+def test_tiny_finetune_loss_goes_down(tiny, tmp_path):
+    model, tokenizer = tiny
+    records = synthetic_benchmark(3, 4, "forget10", 0).full
+    history = finetune(model, tokenizer, records, FAST, tmp_path / "run", progress=False, resume=False)
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert len(losses) == 6  # 12 records / batch 8 -> 2 steps per epoch, 3 epochs
+    assert losses[-1] < losses[0] - 1.0
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_finetuned_model_is_cached_by_configuration(tmp_path, monkeypatch):
+    monkeypatch.setenv("PALU_PERTA_ARTIFACTS", str(tmp_path))
+    profile = get_profile("smoke", finetune=FAST)
+    records = synthetic_benchmark(3, 2, "forget10", 0).full
+    info = records_info("synthetic", records)
+    path = finetuned_model(profile, "target", records, info, progress=False)
+    assert (path / "model.safetensors").exists() and is_complete(path, json.loads((path / "artifact.json").read_text())["config"])
+    assert load_log_history(path)[-1]["epoch"] == 3
+    stamp = (path / "model.safetensors").stat().st_mtime_ns
+    assert finetuned_model(profile, "target", records, info, progress=False) == path
+    assert (path / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not retrained
+    other = finetuned_model(profile.replace(finetune={"learning_rate": 1e-3}), "target", records, info, progress=False)
+    assert other != path
+    model, _ = load_model(str(path))
+    assert model.config.num_hidden_layers == 2
+    assert not list(tmp_path.glob("models/*.work")), "checkpoint work directories are cleaned up"
+
+
+def test_stale_entry_is_rebuilt_and_failed_build_leaves_nothing(tmp_path):
+    config = {"a": 1}
+    path = entry_path("things", "x", config, root=tmp_path)
+
+    def boom(directory):
+        (directory / "half.bin").write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cached("things", "x", config, boom, root=tmp_path)
+    assert not path.exists() and not list(path.parent.iterdir())
+
+    built = []
+    cached("things", "x", config, lambda d: built.append((d / "v").write_text("1")), root=tmp_path)
+    cached("things", "x", config, lambda d: built.append((d / "v").write_text("2")), root=tmp_path)
+    assert len(built) == 1 and (path / "v").read_text() == "1"
+    # an entry recorded with another configuration is not reused
+    (path / "artifact.json").write_text(json.dumps({"config": {"a": 2}, "palu_perta": "0.1.0"}))
+    cached("things", "x", config, lambda d: (d / "v").write_text("3"), root=tmp_path)
+    assert (path / "v").read_text() == "3"
+
+
+def test_read_only_artifacts_directory_is_named(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if __import__("os").access(ro, __import__("os").W_OK):
+            pytest.skip("running as a user that can write anywhere")
+        with pytest.raises(PermissionError, match="read-only"):
+            with atomic_dir(ro / "x"):
+                pass
+    finally:
+        ro.chmod(0o700)

@@ -1,0 +1,102 @@
+"""The unlearning Trainer: pairing, reference handling, logging, evaluation hooks, guards."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from palu_perta import losses
+from palu_perta.data import synthetic_benchmark
+from palu_perta.losses import answer_nll
+from palu_perta.tokenization import Collator, encode_records, pad_id
+from palu_perta.unlearn import PairedCollator, PairedDataset, UnlearnConfig, unlearn
+
+FAST = dict(epochs=2, learning_rate=2e-3, batch_size=4, per_device_batch_size=4, bf16=False, warmup_ratio=0.0)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return synthetic_benchmark(4, 3, "forget10", 1)
+
+
+def _forget_nll(model, tokenizer, records):
+    batch = Collator(pad_id(tokenizer))(encode_records(tokenizer, records))
+    with torch.no_grad():
+        return answer_nll(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                          batch["labels"]).item()
+
+
+def test_retain_pairs_are_deterministic_and_differ_per_process():
+    forget, retain = [{"id": i} for i in range(4)], [{"id": 100 + i} for i in range(50)]
+    a = PairedDataset(forget, retain, None, seed=0, process=0)
+    b = PairedDataset(forget, retain, None, seed=0, process=0)
+    c = PairedDataset(forget, retain, None, seed=0, process=1)
+    draws = lambda d: [d[i]["retain"]["id"] for i in range(4)]  # noqa: E731
+    assert draws(a) == draws(b)
+    assert draws(a) != draws(c)
+    a.epoch = 1
+    assert draws(a) != draws(b)  # a new epoch draws new retain items
+    with pytest.raises(ValueError, match="forget split is empty"):
+        PairedDataset([], retain, None, 0, 0)
+
+
+def test_paired_collator_builds_one_batch_per_part(tokenizer, bench):
+    ex = encode_records(tokenizer, bench.forget[:2])
+    batch = PairedCollator(pad_id(tokenizer))([{"forget": ex[0], "retain": ex[1]}, {"forget": ex[1], "retain": ex[0]}])
+    assert set(batch) == {"forget", "retain"}
+    assert batch["forget"]["token_classes"].shape == batch["forget"]["input_ids"].shape
+
+
+def test_gradient_ascent_raises_forget_nll_and_logs_terms(tiny, bench, tmp_path):
+    model, tokenizer = tiny
+    before = _forget_nll(model, tokenizer, bench.forget)
+    calls = []
+    result = unlearn(model, tokenizer, bench, UnlearnConfig(method="ga", eval_epochs=(1, 2), **{**FAST, "learning_rate": 1e-2, "epochs": 4}), tmp_path,
+                     evaluate=lambda m: calls.append(m.training) or {"forget_nll": _forget_nll(m, tokenizer, bench.forget)},
+                     progress=False, resume=False)
+    assert _forget_nll(model, tokenizer, bench.forget) > before + 0.3
+    logged = [h for h in result.history if "loss" in h]
+    assert logged and "loss_forget" in logged[0]
+    assert [t["epoch"] for t in result.trajectory] == [1, 2] and calls == [False, False]
+    # evaluated after epoch 1's step: the same forget NLL that step 2 logs (GA's loss is -NLL)
+    assert result.trajectory[0]["forget_nll"] == pytest.approx(-logged[1]["loss"], abs=1e-4)
+
+
+def test_palu_holds_reference_only_when_needed(tiny, bench, tmp_path, monkeypatch):
+    model, tokenizer = tiny
+    seen = {}
+    original = losses.LOSSES["palu"].fn
+
+    @functools.wraps(original)  # keeps the signature, which declares the hyperparameters
+    def spy(forget, retain, **hyper):
+        seen["ref"] = forget.ref_logits is not None
+        seen["hyper"] = hyper
+        return original(forget, retain, **hyper)
+
+    monkeypatch.setitem(losses.LOSSES, "palu", losses.Method("palu", spy, True, True))
+    cfg = UnlearnConfig(method="palu", hyper={"top_k": 5, "first_n": 2}, **{**FAST, "epochs": 1})
+    result = unlearn(model, tokenizer, bench, cfg, tmp_path, progress=False, resume=False)
+    assert seen["ref"] and seen["hyper"]["top_k"] == 5 and seen["hyper"]["first_n"] == 2
+    assert {"loss_forget", "loss_retain", "loss_ns"} <= set(next(h for h in result.history if "loss" in h))
+
+
+def test_bad_configurations_are_rejected_before_work():
+    with pytest.raises(ValueError, match="method='forgetful' is not known"):
+        UnlearnConfig(method="forgetful")
+    with pytest.raises(ValueError, match=r"palu has no hyperparameter\(s\) \['topk'\]"):
+        UnlearnConfig(method="palu", hyper={"topk": 3})
+    with pytest.raises(ValueError, match="learning_rate"):
+        UnlearnConfig(method="ga", learning_rate=-1.0)
+
+
+def test_non_finite_loss_stops_with_step_and_term(tiny, bench, tmp_path, monkeypatch):
+    model, tokenizer = tiny
+
+    def nan_loss(forget, retain, **hyper):
+        return losses.LossOutput(forget.logits.sum() * float("nan"), {"forget": float("nan")})
+
+    monkeypatch.setitem(losses.LOSSES, "ga", losses.Method("ga", nan_loss, False, False))
+    with pytest.raises(FloatingPointError, match=r"the ga forget loss is nan at step 0"):
+        unlearn(model, tokenizer, bench, UnlearnConfig(method="ga", **FAST), tmp_path, progress=False, resume=False)
