@@ -28,12 +28,13 @@ reproduce: install
 figures: reproduce
 
 # The whole test suite: package tests plus every notebook executed under nbval, smoke profile.
+# One thread per worker: two pytest workers on two cores, no oversubscription.
 test: install
-	PALU_PERTA_PROFILE=smoke $(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env \
+	PALU_PERTA_PROFILE=smoke OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks
 
 test-fast: install
-	PALU_PERTA_PROFILE=smoke $(PY) -m pytest -n 2 --dist loadfile tests -m "not notebooks"
+	PALU_PERTA_PROFILE=smoke OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile tests -m "not notebooks"
 
 clean-artifacts:
 	rm -rf artifacts

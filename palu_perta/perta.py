@@ -29,12 +29,12 @@ def perta_weights(
 ) -> dict[str, Tensor]:
     """w = I_f^p / (I_f^p + I_r^p + eps), element-wise in float32, in [0, 1].
 
-    Both importances are divided by m = max(I_f, I_r) before the power, so I^p never overflows or
-    underflows: w = (I_f/m)^p / ((I_f/m)^p + (I_r/m)^p + eps). This is DESIGN.md's formula with eps
-    relative to m^p, which makes w invariant to a common rescaling of the importances (diagonal Fisher
-    values of large models are far below an absolute eps of 1e-12). Limits: p -> 0 gives 1/2 wherever
-    I_f, I_r > 0; p -> infinity (``math.inf`` is allowed) a hard mask, 1 where I_f > I_r, 0 where
-    I_f < I_r, 1/2 at ties. w = 0 where I_f = 0 (both zero included).
+    Both importances are divided by m = max(I_f, I_r) before the power, so nothing overflows and only the
+    smaller term can underflow (to its limit, 0): w = (I_f/m)^p / ((I_f/m)^p + (I_r/m)^p + eps). This is
+    DESIGN.md's formula with eps relative to m^p, which makes w invariant to a common rescaling of the
+    importances (diagonal Fisher values of large models are far below an absolute eps of 1e-12).
+    Limits: p -> 0 gives 1/2 wherever I_f, I_r > 0; p -> infinity (``math.inf`` is allowed) a hard mask,
+    1 where I_f > I_r, 0 where I_f < I_r, 1/2 at ties. w = 0 where I_f = 0 (both zero included).
     """
     if not p > 0:
         raise ValueError(f"p must be > 0, got {p}")

@@ -99,14 +99,12 @@ class TaskVector:
         """
         original, finetuned = _floating(original), _floating(finetuned)
         check_same_keys(original, finetuned, "the fine-tuned model does not match the original")
+        vector = {}
         with torch.no_grad():
-            return cls(
-                {
-                    name: (finetuned[name].to(device=device or theta.device, dtype=dtype)
-                           - theta.to(device=device or theta.device, dtype=dtype))
-                    for name, theta in original.items()
-                }
-            )
+            for name, theta in original.items():
+                target = device or theta.device
+                vector[name] = finetuned[name].to(target, dtype) - theta.to(target, dtype)
+        return cls(vector)
 
     @classmethod
     def from_models(
@@ -207,9 +205,10 @@ class TaskVector:
     def apply_to(self, model: nn.Module, scale: float = 1.0, weights: Mapping[str, Tensor] | None = None) -> nn.Module:
         """Add ``scale * tau`` (or ``scale * (weights * tau)``) to ``model``'s parameters in place; returns it.
 
-        Tensor by tensor under ``torch.no_grad``: the update is computed in the vector's dtype and the sum
-        cast once to the parameter's dtype. Parameters come from ``named_parameters()``, which lists tied
-        weights once, so a shared tensor is updated once. ValueError if the keys or shapes differ.
+        Tensor by tensor under ``torch.no_grad``: the sum is computed in the wider of the parameter's and the
+        vector's dtypes (float32 for a bf16 model) and rounded once to the parameter's dtype. Parameters come
+        from ``named_parameters()``, which lists tied weights once, so a shared tensor is updated once.
+        ValueError if the keys or shapes differ.
         """
         params = {name: p for name, p in model.named_parameters() if p.is_floating_point()}
         check_same_keys(params, self.vector, "the task vector does not match the model")
@@ -224,7 +223,8 @@ class TaskVector:
                 if param.dtype == delta.dtype:
                     param.add_(delta, alpha=scale)
                 else:
-                    param.copy_(param.to(delta.dtype).add_(delta, alpha=scale))
+                    wide = torch.promote_types(param.dtype, delta.dtype)
+                    param.copy_(param.to(wide).add_(delta.to(wide), alpha=scale))
         return model
 
     # ------------------------------------------------------------------ files
@@ -253,8 +253,7 @@ class TaskVector:
             metadata = f.metadata() or {}
             if metadata.get("format") != FORMAT:
                 raise ValueError(f"{path} is not a task vector file (format {metadata.get('format')!r})")
-            if metadata.get("format_version") != FORMAT_VERSION:
-                raise ValueError(
-                    f"{path}: task vector format version {metadata.get('format_version')!r}, expected {FORMAT_VERSION!r}"
-                )
+            version = metadata.get("format_version")
+            if version != FORMAT_VERSION:
+                raise ValueError(f"{path}: task vector format version {version!r}, expected {FORMAT_VERSION!r}")
             return cls({name: f.get_tensor(name) for name in json.loads(metadata["keys"])})

@@ -179,16 +179,23 @@ def test_model_without_tokenizer_is_refused(tiny, bench):
         evaluate(model, None, bench, progress=False)
 
 
-def test_cli_evaluate(tmp_path, capsys, result):
+def test_cli_evaluate(tmp_path, capsys, monkeypatch, bench, result):
+    import palu_perta.data
+
+    asked = []
+    monkeypatch.setattr(palu_perta.data, "load_benchmark", lambda profile, data: asked.append((profile, data)) or bench)
     out = tmp_path / "cli"
-    code = cli.main(["evaluate", "--model", "tiny", "--profile", "smoke", "--forget-split", "forget10",
-                     "--max-new-tokens", "2", "--out", str(out), "--no-progress"])
+    code = cli.main(["evaluate", "--model", "tiny", "--data", "synthetic", "--profile", "smoke",
+                     "--forget-split", "forget05", "--max-new-tokens", "2", "--out", str(out), "--no-progress"])
     assert code == 0
+    assert asked[0][0].name == "smoke" and asked[0][0].forget_split == "forget05" and asked[0][1] == "synthetic"
     assert (out / "summary.json").is_file() and (out / "per_item.json").is_file()
     assert "model_utility" in capsys.readouterr().out
     # retain results for other forget questions: a one-line error, exit code 2
-    _, other_out = result
-    code = cli.main(["evaluate", "--model", "tiny", "--profile", "smoke", "--retain-results", str(other_out),
-                     "--max-new-tokens", "2", "--out", str(tmp_path / "x"), "--no-progress"])
+    res, _ = result
+    other = {**res["per_item"], "forget_hash": "0123456789abcdef"}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    code = cli.main(["evaluate", "--model", "tiny", "--retain-results", str(tmp_path / "other.json"),
+                     "--out", str(tmp_path / "x"), "--no-progress"])
     assert code == 2
     assert "another forget set" in capsys.readouterr().err

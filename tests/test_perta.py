@@ -23,7 +23,12 @@ from palu_perta.task_vectors import TaskVector
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, tie_word_embeddings=True
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        tie_word_embeddings=True,
     )
     return LlamaForCausalLM(config)
 
@@ -31,7 +36,9 @@ def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
 def importances(seed: int) -> dict[str, torch.Tensor]:
     """Positive importances spread over 24 orders of magnitude (1e-24 ... 1), as Fisher values can be."""
     generator = torch.Generator().manual_seed(seed)
-    return {name: 10 ** (-24 * torch.rand(shape, generator=generator)) for name, shape in [("a", (50, 40)), ("b", (30,))]}
+    return {
+        name: 10 ** (-24 * torch.rand(shape, generator=generator)) for name, shape in [("a", (50, 40)), ("b", (30,))]
+    }
 
 
 def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:

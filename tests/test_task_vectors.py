@@ -157,7 +157,9 @@ def test_load_rejects_other_files(tmp_path):
     with pytest.raises(ValueError, match="not a task vector"):
         TaskVector.load(tmp_path / "other.safetensors")
     save_file(
-        {"x": torch.zeros(2)}, tmp_path / "future.safetensors", metadata={"format": "palu_perta.TaskVector", "format_version": "99"}
+        {"x": torch.zeros(2)},
+        tmp_path / "future.safetensors",
+        metadata={"format": "palu_perta.TaskVector", "format_version": "99"},
     )
     with pytest.raises(ValueError, match="version"):
         TaskVector.load(tmp_path / "future.safetensors")

@@ -139,9 +139,13 @@ def synthetic_benchmark(
     n_holdout_authors: int = 2,
     n_world_facts: int | None = None,
     seed: int = 0,
+    n_retain_eval_authors: int = 4,
 ) -> Benchmark:
     """A synthetic mini-TOFU: ``n_authors`` trained authors (the last ones form the forget
-    split, as in TOFU) and ``n_holdout_authors`` extra authors that no model sees."""
+    split, as in TOFU) and ``n_holdout_authors`` extra authors that no model sees.
+
+    ``retain_eval`` is the first ``n_retain_eval_authors`` retain authors, as TOFU's
+    ``retain_perturbed`` is its first 20 authors: evaluation stays cheap as the data grows."""
     if n_holdout_authors < 0:
         raise ValueError(f"n_holdout_authors={n_holdout_authors} must be >= 0")
     n_forget = n_forget_authors(n_authors, forget_split)
@@ -158,7 +162,7 @@ def synthetic_benchmark(
         forget_split=forget_split,
         forget=forget,
         retain=retain,
-        retain_eval=retain,
+        retain_eval=[r for author in trained[:min(n_retain_eval_authors, n_authors - n_forget)] for r in author],
         holdout=[r for author in holdout for r in author],
         real_authors=general.real_authors()[:n_world_facts] if n_world_facts else general.real_authors(),
         world_facts=world,

@@ -1,0 +1,58 @@
+"""Notebooks: the papermill path (parameters injected through its Python API) and the runner.
+
+nbval executes every notebook cell by cell in the same suite (``--nbval-lax notebooks``);
+this file checks what nbval does not: that papermill's parameter injection drives a notebook.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from palu_perta.config import repo_root
+from palu_perta.notebooks import list_notebooks, run_notebook
+
+pytestmark = pytest.mark.notebooks
+
+
+def test_notebooks_are_numbered_and_have_a_parameters_cell():
+    notebooks = list_notebooks()
+    assert [p.name for p in notebooks][:2] == ["01_data.ipynb", "02_finetune.ipynb"]
+    for path in notebooks:
+        nb = json.loads(path.read_text())
+        assert nb["metadata"]["kernelspec"]["name"] == "python3", path
+        tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
+        assert "PALU_PERTA_PROFILE" in "".join(tagged[0]["source"])
+
+
+def test_papermill_injects_parameters(tmp_path):
+    import papermill
+
+    source = repo_root() / "notebooks" / "01_data.ipynb"
+    out = tmp_path / "01_data.ipynb"
+    papermill.execute_notebook(str(source), str(out), parameters={"profile_name": "smoke"}, kernel_name="python3",
+                               cwd=str(source.parent), execution_timeout=600, progress_bar=False)
+    nb = json.loads(out.read_text())
+    injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert injected and "profile_name = \"smoke\"" in "".join(injected[0]["source"])
+    printed = "".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code"
+                      for o in c["outputs"] if o.get("name") == "stdout")
+    assert printed.startswith("smoke | model: tiny")
+    assert (repo_root() / "figures" / "smoke" / "01_token_classes.png").exists()
+
+
+def test_runner_keeps_the_original_on_failure(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "99_broken.ipynb"
+    nbformat.write(nb, path)
+    before = path.read_text()
+    with pytest.raises(Exception, match="boom"):
+        run_notebook(path, "smoke", timeout=120)
+    assert path.read_text() == before
+    assert (tmp_path / "99_broken.failed.ipynb").exists()
