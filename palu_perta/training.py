@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 
 from .artifacts import atomic_dir, entry_path, is_complete
 from .config import FinetuneConfig, Profile
@@ -88,11 +88,13 @@ def finetune(
     seed: int = 0,
     progress: bool = True,
     resume: bool = True,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> list[dict]:
     """Fine-tune ``model`` in place on the answers of ``records``.
 
     ``output_dir`` receives epoch checkpoints; with ``resume`` a run restarts from the last
-    one found there. Returns the Trainer's log history (one dict per logged step).
+    one found there. ``callbacks`` are passed to the Trainer. Returns the Trainer's log
+    history (one dict per logged step).
     """
     if not records:
         raise ValueError("no records to fine-tune on: the training split is empty")
@@ -107,6 +109,7 @@ def finetune(
         train_dataset=dataset,
         data_collator=Collator(pad_id(tokenizer), "right", with_classes=False),
         processing_class=tokenizer,
+        callbacks=list(callbacks),
     )
     has_checkpoint = resume and any(output_dir.glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if has_checkpoint else None)

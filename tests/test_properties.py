@@ -1,0 +1,56 @@
+"""Property-based tests (hypothesis) over the span-to-token mapping and the record validator."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from palu_perta.data import DataError, validate_records
+from palu_perta.tokenization import ORDINARY, PROMPT, SENSITIVE, encode_qa
+
+answers = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=60)
+
+
+@st.composite
+def answer_with_spans(draw):
+    answer = draw(answers)
+    spans = []
+    for _ in range(draw(st.integers(0, 3))):
+        start = draw(st.integers(0, len(answer) - 1))
+        end = draw(st.integers(start + 1, len(answer)))
+        spans.append({"word": answer[start:end], "start": start, "end": end})
+    return answer, spans
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=answer_with_spans())
+def test_span_mapping_marks_exactly_the_overlapping_tokens(tokenizer, case):
+    answer, spans = case
+    enc = encode_qa(tokenizer, "Who?", answer, spans)
+    n = enc["prompt_length"]
+    classes = enc["token_classes"]
+    assert set(classes[:n]) == {PROMPT} and classes[-1] == ORDINARY
+    assert len(classes) == len(enc["input_ids"]) == len(enc["labels"])
+    offsets = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    for (start, end), cls in zip(offsets, classes[n:-1]):
+        overlaps = end > start and any(start < s["end"] and end > s["start"] for s in spans)
+        assert cls == (SENSITIVE if overlaps else ORDINARY)
+    # every span with a character in some token's range has at least one sensitive token
+    for s in spans:
+        if any(start < s["end"] and end > s["start"] and end > start for start, end in offsets):
+            assert SENSITIVE in classes
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=answer_with_spans(), shift=st.integers(-3, 3))
+def test_validator_accepts_exact_spans_and_rejects_shifted_ones(case, shift):
+    answer, spans = case
+    record = {"question": "q", "answer": answer, "target_words": spans}
+    validate_records([record], ("question", "answer"), "prop")
+    if spans:
+        bad = dict(spans[0], start=spans[0]["start"] + shift, end=spans[0]["end"] + shift)
+        moved = answer[bad["start"]:bad["end"]] if 0 <= bad["start"] < bad["end"] <= len(answer) else None
+        if moved != bad["word"]:
+            with pytest.raises(DataError):
+                validate_records([{**record, "target_words": [bad]}], ("question", "answer"), "prop")
