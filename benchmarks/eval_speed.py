@@ -34,14 +34,29 @@ def _timed(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
+def _cpu_timed(fn: Callable[[], object]) -> tuple[float, float, object]:
+    """(wall seconds, CPU seconds of this process, result): CPU time shows what other jobs cost us."""
+    cpu = time.process_time()
+    wall, out = _timed(fn)
+    return wall, time.process_time() - cpu, out
+
+
 def _candidates(tokenizer, records: list[dict]) -> list[dict]:
     return [encode_qa(tokenizer, r["question"], a)
             for r in records for a in [r["answer"], r["paraphrased_answer"], *r["perturbed_answer"]]]
 
 
+ROW = "{:<8} {:<16} {:<26} {:>9.2f} {}"
+
+
+def _row(rows: list, *row) -> None:
+    rows.append(row)
+    print(ROW.format(*row), flush=True)
+
+
 def bench_model(name: str, records: list[dict], n_batched: int, n_single: int, batch_size: int,
                 max_new_tokens: int) -> list[tuple[str, str, str, float, str]]:
-    """Rows (model, task, mode, rate, unit) for one model."""
+    """Rows (model, task, mode, rate, unit) for one model, printed as they come."""
     model, tokenizer = load_model(name, device="cpu")
     pad = pad_id(tokenizer)
     rows = []
@@ -54,20 +69,20 @@ def bench_model(name: str, records: list[dict], n_batched: int, n_single: int, b
         for mode, n, kwargs in runs:
             examples = _candidates(tokenizer, records[:n])
             seconds, _ = _timed(lambda: score_sequences(model, examples, pad, bf16=bf16, progress=False, **kwargs))
-            rows.append((name, f"scoring {precision}", mode, n / seconds, "items/s"))
+            _row(rows, name, f"scoring {precision}", mode, n / seconds, "items/s")
         for mode, n, bs in (("batched", n_batched, batch_size), ("one question at a time", n_single, 1)):
             questions = [r["question"] for r in records[:n]]
             seconds, ids = _timed(lambda: generate_token_ids(model, tokenizer, questions, max_new_tokens=max_new_tokens,
                                                              batch_size=bs, bf16=bf16, progress=False))
-            rows.append((name, f"generation {precision}", mode, sum(map(len, ids)) / seconds, "new tokens/s"))
+            _row(rows, name, f"generation {precision}", mode, sum(map(len, ids)) / seconds, "new tokens/s")
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=["tiny", "smollm2"])
-    parser.add_argument("--items", type=int, default=32, help="items for the batched measurements")
-    parser.add_argument("--single-items", type=int, default=6, help="items for the one-at-a-time measurements")
+    parser.add_argument("--models", nargs="*", default=["tiny", "smollm2"], help="none: only the full suite")
+    parser.add_argument("--items", type=int, default=16, help="items for the batched measurements")
+    parser.add_argument("--single-items", type=int, default=4, help="items for the one-at-a-time measurements")
     parser.add_argument("--no-suite", action="store_true", help="skip the full-suite wall time")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
@@ -86,16 +101,18 @@ def main() -> None:
     print(f"\nmachine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.1f} (other processes slow every number down)")
     print(f"{'model':<8} {'task':<16} {'mode':<26} {'rate':>9}")
-    for model, task, mode, rate, unit in rows:
-        print(f"{model:<8} {task:<16} {mode:<26} {rate:>9.2f} {unit}")
+    for row in rows:
+        print(ROW.format(*row))
 
     if not args.no_suite:
         model, tokenizer = load_model("smollm2", device="cpu")
+        generate_token_ids(model, tokenizer, [records[0]["question"]], max_new_tokens=2, progress=False)  # warm-up
         for bf16 in sorted({DEFAULT_BF16, True}):
-            seconds, result = _timed(lambda: evaluate(model, tokenizer, bench, max_new_tokens=profile.max_new_tokens,
-                                                      batch_size=profile.eval_batch_size, bf16=bf16, progress=False))
+            seconds, cpu, result = _cpu_timed(lambda: evaluate(
+                model, tokenizer, bench, max_new_tokens=profile.max_new_tokens, batch_size=profile.eval_batch_size,
+                bf16=bf16, progress=False))
             print(f"full suite, smollm2, cpu profile ({bench.summary()}), bf16={bf16}"
-                  f"{' (default)' if bf16 == DEFAULT_BF16 else ''}: {seconds:.1f} s "
+                  f"{' (default)' if bf16 == DEFAULT_BF16 else ''}: {seconds:.1f} s wall, {cpu:.1f} s CPU "
                   f"(model_utility {result['model_utility']:.4f}, forget_Q_A_ROUGE {result['forget_Q_A_ROUGE']:.4f}); "
                   f"load average {os.getloadavg()[0]:.1f}")
 

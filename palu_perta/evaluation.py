@@ -36,10 +36,13 @@ from . import metrics as M
 from .artifacts import atomic_write_json
 from .tokenization import IGNORE_INDEX, Collator, check_tokenizer, encode_qa, pad_id, prompt_batch, prompt_text
 
-# bf16 autocast on the CPU (measured on SmolLM2-135M-Instruct, cpu-profile synthetic benchmark,
-# see benchmarks/eval_speed.py): scoring is ~2.5x faster, but per-token log-probs move by up
-# to ~0.1 nats (bf16 logits), which shifts Prob / Truth Ratio aggregates in the 2nd-3rd digit and
-# flips individual greedy generations. That is beyond rounding, so the default is fp32.
+# bf16 autocast, measured on SmolLM2-135M-Instruct over the cpu profile's synthetic benchmark
+# (synthetic_benchmark(20, 10, "forget10", 2)), fp32 vs bf16: the full suite ran 1.5x faster
+# (59 s vs 88 s on an idle 2-core machine, 2 threads), but per-item mean log-probs moved by up to 0.21
+# nats (world_facts; 0.017 on forget), per-item truth ratios by up to 17 %, only 40-67 % of the
+# greedy generations stayed identical, ra/wf_Q_A_ROUGE moved by 0.05, wf_accuracy by 1/30,
+# model_utility by 0.002 and the MIA AUCs by up to 0.0075. That is beyond rounding, so fp32
+# is the default; bf16=True is there for quick looks.
 DEFAULT_BF16 = False
 
 QA_SPLITS = ("forget", "retain")  # with paraphrased and perturbed answers
@@ -103,16 +106,16 @@ def _token_stats(logits: torch.Tensor, targets: torch.Tensor, counts: list[int],
     """Statistics of labelled positions: ``logits`` [N, V] predict ``targets`` [N].
 
     ``order`` (optional, [N]) puts the positions in sequence order; ``counts`` then splits them
-    into sequences. Works in place on two [N, V] buffers: one log_softmax, one exp, and dot
-    products for the mean and (centred) variance of log p.
+    into sequences. One log_softmax and one exp over [N, V]; the centred variance is computed
+    in place (float32 sums, pairwise: ~1e-5 of a float64 reference).
     """
     logp = torch.log_softmax(logits.float(), dim=-1)  # one log_softmax, over labelled positions only
     token_logp = logp.gather(1, targets[:, None]).squeeze(1)
     hits = logp.argmax(dim=-1) == targets
     p = logp.exp()
-    mu = torch.einsum("nv,nv->n", p, logp)
+    mu = (p * logp).sum(-1)
     logp.sub_(mu[:, None])  # centred: E[x^2] - mu^2 would cancel in float32
-    var = torch.einsum("nv,nv->n", p.mul_(logp), logp)
+    var = p.mul_(logp).mul_(logp).sum(-1)
     stats = (targets, token_logp.double(), hits, mu.double(), var.double())
     if order is not None:
         stats = tuple(t[order] for t in stats)
@@ -198,8 +201,11 @@ def _score_shared(model, examples, pad_token_id, batch_size, bf16, progress, des
         c_mask = torch.tensor([[1] * len(c) + [0] * (a_len - len(c)) for c in conts], device=device)
         targets = torch.tensor([list(lab) + [IGNORE_INDEX] * (a_len - len(lab)) for lab in labels], device=device)
         with _autocast(model, bf16):
-            out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=(p_mask.cumsum(-1) - 1).clamp(min=0),
-                        use_cache=True, logits_to_keep=1)
+            try:
+                out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=(p_mask.cumsum(-1) - 1).clamp(min=0),
+                            use_cache=True, logits_to_keep=1)
+            except TypeError as err:  # no logits_to_keep / position_ids / cache arguments
+                raise _NoSharedCache(str(err)) from err
             cache = out.past_key_values
             if not hasattr(cache, "batch_select_indices"):
                 raise _NoSharedCache(type(cache).__name__)
@@ -212,7 +218,8 @@ def _score_shared(model, examples, pad_token_id, batch_size, bf16, progress, des
         rows, cols = rest.nonzero(as_tuple=True)
         logits = torch.cat([out.logits[owner, -1], c_logits[:, :-1][rest]])
         del c_logits
-        order = torch.cat([torch.arange(len(members), device=device) * (a_len + 1), rows * (a_len + 1) + cols + 1]).argsort()
+        stride = a_len + 1  # sort key row * stride + position: back to sequence order
+        order = torch.cat([torch.arange(len(members), device=device) * stride, rows * stride + cols + 1]).argsort()
         counts = (1 + rest.sum(dim=1)).tolist()
         stats = _token_stats(logits, torch.cat([targets[:, 0], targets[:, 1:][rest]]), counts, order)
         for i, score in zip(members, stats):
@@ -248,7 +255,7 @@ def score_sequences(
         try:
             return _score_shared(model, examples, pad_token_id, batch_size, bf16, progress, desc)
         except _NoSharedCache as err:
-            warnings.warn(f"{type(model).__name__}'s cache ({err}) cannot be shared between answers: "
+            warnings.warn(f"{type(model).__name__} cannot share a prompt's cache between answers ({err}): "
                           "scoring whole sequences", stacklevel=2)
     return _score_flat(model, examples, pad_token_id, batch_size, bf16, progress, desc)
 
@@ -351,7 +358,8 @@ def forget_hash(forget: Sequence[dict]) -> str:
     return hashlib.sha256(json.dumps([r["question"] for r in forget]).encode()).hexdigest()[:16]
 
 
-def load_retain_reference(reference: Mapping[str, Any] | str | os.PathLike, expected_hash: str | None = None) -> dict:
+def load_retain_reference(reference: Mapping[str, Any] | str | os.PathLike, expected_hash: str | None = None,
+                          expected_split: str | None = None) -> dict:
     """The per-item results of a retain model: from :func:`evaluate`'s return value, a
     ``per_item.json`` payload, a path to that file or to the directory holding it.
 
@@ -372,7 +380,7 @@ def load_retain_reference(reference: Mapping[str, Any] | str | os.PathLike, expe
         raise ValueError(
             f"the retain results are for another forget set ({ref.get('forget_split')!r}, "
             f"{len(ref['splits']['forget'])} questions, hash {ref['forget_hash']}) than this evaluation's "
-            f"(hash {expected_hash}); evaluate the retain model on the same forget split"
+            f"({expected_split!r}, hash {expected_hash}); evaluate the retain model on the same forget split"
         )
     return ref
 
@@ -415,7 +423,8 @@ def evaluate(
         splits = splits.splits()
     data = validate_splits(splits)
     fhash = forget_hash(data["forget"])
-    ref = load_retain_reference(retain_reference, fhash) if retain_reference is not None else None
+    forget_split = forget_split or "forget"
+    ref = load_retain_reference(retain_reference, fhash, forget_split) if retain_reference is not None else None
     start = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -424,12 +433,14 @@ def evaluate(
         scores = score_sequences(model, seqs, pad_id(tokenizer), batch_size=batch_size, bf16=bf16, progress=progress)
         questions = [(name, i) for name in GENERATED_SPLITS for i in range(len(data[name]))]
         generations = generate_answers(model, tokenizer, [data[n][i]["question"] for n, i in questions],
-                                       max_new_tokens=max_new_tokens, batch_size=batch_size, bf16=bf16, progress=progress)
+                                       max_new_tokens=max_new_tokens, batch_size=batch_size, bf16=bf16,
+                                       progress=progress)
     finally:
         model.train(was_training)
     per_item = _per_item(tokenizer, data, scores, where, dict(zip(questions, generations)))
-    per_item.update(forget_split=forget_split or "forget", forget_hash=fhash,
+    per_item.update(forget_split=forget_split, forget_hash=fhash,
                     settings={"max_new_tokens": max_new_tokens, "batch_size": batch_size, "bf16": bf16})
+    per_item["mia_auc"] = _mia_aucs(per_item)
     summary = _summarise(per_item, ref)
     summary["meta"]["wall_time_s"] = round(time.perf_counter() - start, 2)
     if out_dir is not None:
@@ -533,28 +544,38 @@ def _summarise(per_item: dict[str, Any], ref: dict | None) -> dict[str, Any]:
     s["extraction_strength"] = _mean([r["extraction_strength"] for r in sp["forget"]])
     s["exact_memorization"] = _mean([r["exact_memorization"] for r in sp["forget"]])
 
-    aucs: dict[str, float | None] = dict.fromkeys(MIA_KEYS)
-    if sp["holdout"]:
-        for key in MIA_KEYS:
-            attack = key.removeprefix("mia_")
-            aucs[key] = M.mia_auc([r["mia"][attack] for r in sp["forget"]], [r["mia"][attack] for r in sp["holdout"]])
-    per_item["mia_auc"] = aucs
+    aucs = per_item["mia_auc"]
     s.update(aucs)
+    # open-unlearning's privleak is computed on mia_min_k, against the retain model's AUC
+    # when given, else against its default ref_value 0.5
     ref_auc = (ref or {}).get("mia_auc", {}).get("mia_min_k")
-    s["privleak"] = M.privleak(aucs["mia_min_k"], ref_auc if ref_auc is not None else 0.5) if aucs["mia_min_k"] is not None else None
+    ref_auc = None if aucs["mia_min_k"] is None else (0.5 if ref_auc is None else ref_auc)
+    s["privleak"] = None if ref_auc is None else M.privleak(aucs["mia_min_k"], ref_auc)
     s["meta"] = {
         "forget_split": per_item["forget_split"],
         "forget_hash": per_item["forget_hash"],
         "n_items": {name: len(rows) for name, rows in sp.items()},
         "retain_reference": ref is not None,
-        "privleak_reference_auc": (ref_auc if ref_auc is not None else 0.5) if aucs["mia_min_k"] is not None else None,
-        **per_item["settings"],
+        "privleak_reference_auc": ref_auc,
+        **per_item.get("settings", {}),
     }
     return s
 
 
-def summarise(per_item: Mapping[str, Any], retain_reference: Mapping[str, Any] | str | os.PathLike | None = None) -> dict:
+def _mia_aucs(per_item: dict[str, Any]) -> dict[str, float | None]:
+    """AUC of each attack, forget vs holdout (all None without holdout items)."""
+    forget, holdout = per_item["splits"]["forget"], per_item["splits"]["holdout"]
+    if not holdout:
+        return dict.fromkeys(MIA_KEYS)
+    return {key: M.mia_auc([r["mia"][key.removeprefix("mia_")] for r in forget],
+                           [r["mia"][key.removeprefix("mia_")] for r in holdout]) for key in MIA_KEYS}
+
+
+def summarise(per_item: Mapping[str, Any],
+              retain_reference: Mapping[str, Any] | str | os.PathLike | None = None) -> dict[str, Any]:
     """Recompute the summary from saved per-item results (e.g. against another retain model)."""
     per_item = dict(per_item.get("per_item", per_item))
-    ref = load_retain_reference(retain_reference, per_item["forget_hash"]) if retain_reference is not None else None
+    per_item["mia_auc"] = _mia_aucs(per_item)
+    ref = (load_retain_reference(retain_reference, per_item["forget_hash"], per_item.get("forget_split"))
+           if retain_reference is not None else None)
     return _summarise(per_item, ref)

@@ -8,18 +8,42 @@
 ``weights=None`` is plain task arithmetic (the TV baseline). The controls of the ablations replace ``w``
 by :func:`constant_weights_like` or :func:`random_weights_like`, which keep its global mean.
 Weights are mappings name -> tensor with the keys and shapes of the task vector.
+
+The second half of the module is the cached pipeline the notebooks call (03_task_vectors, 04_importance,
+05_perta): :func:`perta_config` (the recipe a profile implies), :func:`reinforced_model` (theta_ft),
+:func:`task_vector_for`, :func:`importance_for`, :func:`perta_weights_for`, :func:`unlearned` (an in-memory
+model factory and its cache key for ``pipeline.evaluation``), :func:`sweep`, :func:`calibrate_lambda` (a
+lambda grid from a cheap forget-ROUGE probe), :func:`build_times`, and small analysis helpers.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from palu_perta import pipeline
+from palu_perta.artifacts import atomic_write_json, cached, entry_path
+from palu_perta.config import FinetuneConfig, Profile
+from palu_perta.evaluation import generate_answers
+from palu_perta.importance import parameter_importance
+from palu_perta.metrics import rouge_scores
+from palu_perta.models import load_model
 from palu_perta.task_vectors import TaskVector, check_same_keys
+from palu_perta.tokenization import Collator, encode_records, pad_id
+from palu_perta.training import finetuned_model, records_info
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
@@ -130,3 +154,504 @@ def weights_summary(weights: Mapping[str, Tensor], bins: int = 10_000) -> dict[s
         summary[f"q{round(q * 100):02d}"] = min(max((k + within) / bins, lowest), highest)
     summary["frac_above_half"] = above_half / numel
     return summary
+
+
+# =====================================================================================================
+# The cached PerTA pipeline the notebooks call (03_task_vectors, 04_importance, 05_perta)
+#
+#     cfg = perta_config(profile)                                    # recipe derived from the profile
+#     ft = reinforced_model(profile, bench, target)                  # theta_ft (cached fine-tune)
+#     tau = task_vector_for(profile, target, ft)                     # theta_ft - theta_o (safetensors)
+#     i_f = importance_for(profile, target, bench.forget, "grad")    # safetensors
+#     u = unlearned(profile, bench, target, "perta-grad", lam=2.0)   # lazy factory + cache key
+#     ev = pipeline.evaluation(profile, u.factory, bench, retain_eval, name=u.name, key=u.key)
+#
+# Every piece is computed on first use and cached under the artifacts directory, keyed by everything that
+# produced it; a key is computed from configurations alone, so a cached evaluation never builds anything.
+
+METHODS = ("tv", "perta-grad", "perta-fisher")
+MUSE_TV_LR = 1e-5  # MUSE's task-vector recipe for theta_ft: 5 epochs at lr 1e-5 ...
+MUSE_TV_EPOCHS = 5
+TOFU_FINETUNE_LR = 1e-5  # ... for models that TOFU fine-tunes at lr 1e-5 (the paper profile)
+IMPORTANCE_FILE = "importance.safetensors"
+TAU_FILE = "tau.safetensors"
+TIMING_FILE = "timing.json"
+
+
+@dataclass(frozen=True)
+class PerTAConfig:
+    """The choices of the PerTA pipeline (DESIGN.md section 6); :func:`perta_config` derives them.
+
+    ``reinforce``: the fine-tune of the target on the forget set that gives theta_ft (MUSE's recipe,
+    5 epochs, lr 1e-5 at paper scale; the other profiles scale the lr as their own fine-tuning lr is
+    scaled from TOFU's 1e-5). ``importance_at``: evaluate importances at the target theta_o (the method)
+    or at the base model (an ablation). ``fraction``: share of the forget and of the retain examples the
+    importances use (random subset, seeded). ``p`` and ``eps``: the weight formula
+    w = I_f^p / (I_f^p + I_r^p + eps). ``batch_size``: examples per forward pass of an importance pass.
+    """
+
+    reinforce: FinetuneConfig
+    importance_at: str = "target"
+    fraction: float = 1.0
+    p: float = 1.0
+    eps: float = 1e-12
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.importance_at not in ("target", "base"):
+            raise ValueError(f"importance_at must be 'target' or 'base', got {self.importance_at!r}")
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+
+    def replace(self, **changes: Any) -> "PerTAConfig":
+        """A copy with some fields changed (``reinforce`` may be given as a dict of changes)."""
+        if isinstance(changes.get("reinforce"), dict):
+            changes["reinforce"] = dataclasses.replace(self.reinforce, **changes["reinforce"])
+        return dataclasses.replace(self, **changes)
+
+
+def perta_config(profile: Profile, **changes: Any) -> PerTAConfig:
+    """The profile's PerTA recipe: the reinforcement fine-tune is the profile's own fine-tuning
+    (batch, warm-up, precision, max length) run for MUSE's 5 epochs at MUSE's lr 1e-5 scaled by
+    ``profile.finetune.learning_rate / 1e-5`` (so 1e-5 on the paper profile, 2e-4 on cpu, 5e-3 on smoke);
+    importances use the profile's per-device batch size. ``changes`` override fields."""
+    ft = profile.finetune
+    reinforce = dataclasses.replace(
+        ft, epochs=MUSE_TV_EPOCHS, learning_rate=MUSE_TV_LR * ft.learning_rate / TOFU_FINETUNE_LR
+    )
+    return PerTAConfig(reinforce=reinforce, batch_size=ft.per_device_batch_size).replace(**changes)
+
+
+def model_key(model: str | Path) -> str:
+    """What identifies a model in a cache key: ``<kind>/<name-hash>`` for a cached artifact (the hash
+    covers its configuration, and the key survives moving the artifacts directory), else the name."""
+    path = Path(model)
+    if (path / "artifact.json").is_file():
+        return f"{path.parent.name}/{path.name}"
+    return str(model)
+
+
+def _records_key(records: Sequence[dict]) -> dict[str, Any]:
+    return records_info("records", records)
+
+
+def _timed_build(build: Callable[[Path], dict[str, Any] | None]) -> Callable[[Path], None]:
+    """Wrap a cache builder so that the entry records its wall time (and what ``build`` returns)."""
+
+    def run(directory: Path) -> None:
+        start = time.perf_counter()
+        extra = build(directory) or {}
+        atomic_write_json(directory / TIMING_FILE, {"wall_time_s": round(time.perf_counter() - start, 2), **extra})
+
+    return run
+
+
+def build_time(path: Path) -> float | None:
+    """Seconds it took to build a cached entry: ``timing.json``, or a fine-tune's ``train_runtime``."""
+    path = Path(path)
+    if (path / TIMING_FILE).is_file():
+        return json.loads((path / TIMING_FILE).read_text())["wall_time_s"]
+    if (path / "log_history.json").is_file():
+        runtime = [h["train_runtime"] for h in json.loads((path / "log_history.json").read_text()) if "train_runtime" in h]
+        return runtime[-1] if runtime else None
+    return None
+
+
+# ------------------------------------------------------------------------------------ theta_ft and tau
+
+
+def reinforced_model(
+    profile: Profile, bench: Any, target_dir: str | Path, cfg: PerTAConfig | None = None, progress: bool = True
+) -> Path:
+    """theta_ft: the target fine-tuned further on the forget set (``cfg.reinforce``), cached."""
+    cfg = cfg or perta_config(profile)
+    return finetuned_model(profile, "reinforced", bench.forget, records_info(bench.source, bench.forget),
+                           base=str(target_dir), cfg=cfg.reinforce, progress=progress)
+
+
+def task_vector_entry(profile: Profile, original: str | Path, finetuned: str | Path) -> Path:
+    """The cache entry holding tau = finetuned - original (``tau.safetensors``, float32), built if missing."""
+    config = {"original": model_key(original), "finetuned": model_key(finetuned), "seed": profile.seed}
+
+    def build(directory: Path) -> dict[str, Any]:
+        theta_o, _ = load_model(str(original), device="cpu", dtype=torch.float32, seed=profile.seed)
+        theta_ft, _ = load_model(str(finetuned), device="cpu", dtype=torch.float32, seed=profile.seed)
+        tau = TaskVector.from_models(theta_o, theta_ft)
+        tau.save(directory / TAU_FILE)
+        return {"norm": tau.norm()}
+
+    return cached("task_vectors", f"{profile.name}-tau", config, _timed_build(build))
+
+
+def task_vector_for(profile: Profile, original: str | Path, finetuned: str | Path) -> TaskVector:
+    """tau = finetuned - original (float32, on the CPU), computed once and cached as safetensors."""
+    return TaskVector.load(task_vector_entry(profile, original, finetuned) / TAU_FILE)
+
+
+# ------------------------------------------------------------------------------------ importances
+
+
+def importance_batches(tokenizer: Any, records: Sequence[dict], max_length: int, batch_size: int) -> list[dict[str, Tensor]]:
+    """Right-padded batches (input_ids, attention_mask, labels) of ``records``' answers, in record order."""
+    examples = [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in encode_records(tokenizer, records, max_length)]
+    collate = Collator(pad_id(tokenizer), "right", with_classes=False)
+    return [collate(examples[i:i + batch_size]) for i in range(0, len(examples), batch_size)]
+
+
+def importance_entry(
+    profile: Profile,
+    model_dir: str | Path,
+    records: Sequence[dict],
+    method: str,
+    fraction: float = 1.0,
+    *,
+    label: str = "data",
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """The cache entry of :func:`importance_for` (``importance.safetensors``), built if missing."""
+    config = {"model": model_key(model_dir), "data": _records_key(records), "method": method, "fraction": fraction,
+              "seed": profile.seed, "max_length": profile.finetune.max_length}
+
+    def build(directory: Path) -> dict[str, Any]:
+        model, tokenizer = load_model(str(model_dir), seed=profile.seed)
+        batches = importance_batches(tokenizer, records, profile.finetune.max_length,
+                                     batch_size or profile.finetune.per_device_batch_size)
+        importance = parameter_importance(model, batches, method, fraction=fraction, seed=profile.seed,
+                                          progress=progress)
+        save_file({name: t.detach().cpu().contiguous() for name, t in importance.items()}, directory / IMPORTANCE_FILE,
+                  metadata={"keys": json.dumps(list(importance))})
+        return {"n_examples": max(1, round(fraction * len(records)))}
+
+    return cached("importance", f"{profile.name}-{method}-{label}", config, _timed_build(build))
+
+
+def importance_for(
+    profile: Profile,
+    model_dir: str | Path,
+    records: Sequence[dict],
+    method: str,
+    fraction: float = 1.0,
+    *,
+    label: str = "data",
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> dict[str, Tensor]:
+    """:func:`~palu_perta.importance.parameter_importance` of ``records`` ("grad" or "fisher") at the model
+    in ``model_dir`` (a directory or a name such as the profile's base model), on a seeded random
+    ``fraction`` of the examples; computed once and cached as safetensors. Batches of ``batch_size``
+    (default: the profile's per-device batch size; the result does not depend on it). ``label`` only
+    names the cache entry (e.g. "forget")."""
+    entry = importance_entry(profile, model_dir, records, method, fraction, label=label, batch_size=batch_size,
+                             progress=progress)
+    file = entry / IMPORTANCE_FILE
+    tensors = load_file(file)
+    with safe_open(str(file), framework="pt") as f:
+        order = json.loads((f.metadata() or {})["keys"])
+    return {name: tensors[name] for name in order}
+
+
+def importance_model(profile: Profile, target_dir: str | Path, cfg: PerTAConfig) -> str:
+    """Where importances are evaluated: the target (theta_o) or the profile's base model."""
+    return str(target_dir) if cfg.importance_at == "target" else profile.model
+
+
+def perta_weights_for(profile: Profile, bench: Any, target_dir: str | Path, method: str,
+                      cfg: PerTAConfig | None = None, progress: bool = True) -> dict[str, Tensor]:
+    """PerTA's weights w = I_f^p / (I_f^p + I_r^p + eps) from the cached forget and retain importances
+    (``method`` "grad" or "fisher", or "perta-grad" / "perta-fisher")."""
+    cfg = cfg or perta_config(profile)
+    method = method.removeprefix("perta-")
+    where = importance_model(profile, target_dir, cfg)
+    forget, retain = (importance_for(profile, where, records, method, cfg.fraction, label=label,
+                                     batch_size=cfg.batch_size, progress=progress)
+                      for label, records in (("forget", bench.forget), ("retain", bench.retain)))
+    return perta_weights(forget, retain, p=cfg.p, eps=cfg.eps)
+
+
+def build_times(profile: Profile, bench: Any, target_dir: str | Path, cfg: PerTAConfig | None = None,
+                progress: bool = True) -> dict[str, float | None]:
+    """Seconds each piece of the PerTA pipeline took when it was built (building what is missing):
+    the reinforcement fine-tune (the Trainer's ``train_runtime``), tau, and the four importance passes."""
+    cfg = cfg or perta_config(profile)
+    theta_ft = reinforced_model(profile, bench, target_dir, cfg, progress)
+    times = {"reinforce": build_time(theta_ft), "tau": build_time(task_vector_entry(profile, target_dir, theta_ft))}
+    where = importance_model(profile, target_dir, cfg)
+    for method in ("grad", "fisher"):
+        for label, records in (("forget", bench.forget), ("retain", bench.retain)):
+            entry = importance_entry(profile, where, records, method, cfg.fraction, label=label,
+                                     batch_size=cfg.batch_size, progress=progress)
+            times[f"{method}_{label}"] = build_time(entry)
+    return times
+
+
+# ------------------------------------------------------------------------------------ unlearned models
+
+
+@dataclass(frozen=True)
+class Unlearned:
+    """An unlearned model that exists only in memory: ``factory()`` builds it and returns
+    ``(model, tokenizer)``; ``key`` identifies it in the evaluation cache; ``name`` names the entry."""
+
+    factory: Callable[[], tuple[Any, Any]]
+    key: dict[str, Any]
+    name: str
+
+
+def unlearned(
+    profile: Profile,
+    bench: Any,
+    target_dir: str | Path,
+    method: str,
+    lam: float,
+    cfg: PerTAConfig | None = None,
+    progress: bool = True,
+) -> Unlearned:
+    """theta_o - lam * tau (``method="tv"``) or theta_o - lam * (w * tau) (``"perta-grad"``,
+    ``"perta-fisher"``), as a lazy factory for :func:`palu_perta.pipeline.evaluation`.
+
+    The key is computed from configurations only; the factory fine-tunes theta_ft and computes tau and the
+    importances (each cached) only when called, i.e. when the evaluation is not cached yet.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not (math.isfinite(lam) and lam >= 0):
+        raise ValueError(f"lam must be finite and >= 0, got {lam}")
+    cfg = cfg or perta_config(profile)
+    key: dict[str, Any] = {
+        "method": method,
+        "lam": float(lam),
+        "target": model_key(target_dir),
+        "reinforce": {"data": records_info(bench.source, bench.forget), "finetune": dataclasses.asdict(cfg.reinforce),
+                      "seed": profile.seed},
+    }
+    if method != "tv":
+        key["weights"] = {"at": model_key(importance_model(profile, target_dir, cfg)), "fraction": cfg.fraction,
+                          "p": cfg.p, "eps": cfg.eps, "forget": _records_key(bench.forget),
+                          "retain": _records_key(bench.retain), "max_length": profile.finetune.max_length,
+                          "seed": profile.seed}
+
+    def factory() -> tuple[Any, Any]:
+        tau = task_vector_for(profile, target_dir, reinforced_model(profile, bench, target_dir, cfg, progress))
+        weights = None if method == "tv" else perta_weights_for(profile, bench, target_dir, method, cfg, progress)
+        model, tokenizer = load_model(str(target_dir), seed=profile.seed)
+        return tau.apply_to(model, scale=-lam, weights=weights), tokenizer
+
+    return Unlearned(factory, key, f"{method}-lam{lam:g}")
+
+
+def evaluate_unlearned(
+    profile: Profile, bench: Any, target_dir: str | Path, method: str, lam: float, reference: Any,
+    cfg: PerTAConfig | None = None, progress: bool = False,
+) -> Any:
+    """The cached full-suite :class:`~palu_perta.pipeline.Evaluation` of :func:`unlearned`'s model;
+    ``reference`` is the retain model's evaluation (for forget quality)."""
+    model = unlearned(profile, bench, target_dir, method, lam, cfg, progress)
+    return pipeline.evaluation(profile, model.factory, bench, reference, name=model.name, key=model.key,
+                               progress=progress)
+
+
+def sweep(
+    profile: Profile, bench: Any, target_dir: str | Path, methods: Sequence[str], lambdas: Sequence[float],
+    reference: Any, cfg: PerTAConfig | None = None, progress: bool = False, log: bool = True,
+) -> list[dict[str, Any]]:
+    """Evaluate every method at every lambda (cached); one row per model: ``method``, ``lam``, the
+    summary's metrics and ``eval_s`` (how long its evaluation took when it was built)."""
+    rows = []
+    for method in methods:
+        for lam in lambdas:
+            start = time.perf_counter()
+            ev = evaluate_unlearned(profile, bench, target_dir, method, lam, reference, cfg, progress)
+            seconds = time.perf_counter() - start
+            meta = json.loads((ev.path / "summary.json").read_text()).get("meta", {})
+            rows.append({"method": method, "lam": float(lam),
+                         **{k: v for k, v in ev.summary.items() if k != "meta"}, "eval_s": meta.get("wall_time_s")})
+            if log:
+                print(f"{method:13s} lambda={lam:<7g} forget ROUGE-L {ev.summary['forget_Q_A_ROUGE']:.3f}  "
+                      f"MU {ev.summary['model_utility']:.3f}  FQ {ev.summary['forget_quality']:.3g}  "
+                      f"[{seconds:.0f} s]", flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------------ choosing lambda
+
+
+def forget_rouge(model: nn.Module, tokenizer: Any, records: Sequence[dict], profile: Profile) -> float:
+    """Mean ROUGE-L recall of greedy answers to ``records``' questions (the suite's ``forget_Q_A_ROUGE``,
+    alone: a cheap probe)."""
+    answers = generate_answers(model, tokenizer, [r["question"] for r in records], max_new_tokens=profile.max_new_tokens,
+                               batch_size=profile.eval_batch_size, progress=False)
+    return float(np.mean([rouge_scores(a, r["answer"])["rougeL_recall"] for a, r in zip(answers, records)]))
+
+
+def calibrate_lambda(
+    profile: Profile,
+    bench: Any,
+    target_dir: str | Path,
+    retain_dir: str | Path,
+    points: int = 4,
+    cfg: PerTAConfig | None = None,
+    start: float = 1.0,
+    max_steps: int = 10,
+    min_gap: float = 0.1,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """A lambda grid for the TV sweep, from a cheap probe (forget ROUGE-L only), cached as JSON.
+
+    tau's scale depends on the reinforcement recipe, so lambda has no natural unit. The probe walks a
+    doubling ladder from ``start`` (halving instead if ``start`` already forgets) to find lambda*, the
+    smallest rung at which TV's forget ROUGE-L is at or below the retain model's (forgotten as far as a
+    model that never saw the forget set), then bisects the last doubling once (lambda* to within a factor
+    sqrt 2). The grid is lambda* * 2^k, k = -1 ... points - 2, rounded to 3 digits: one doubling below
+    lambda* (partly forgotten), lambda*, then over-forgetting (PerTA's weights are below 1, so it needs
+    the larger lambdas to forget as much). If the target's forget ROUGE-L is not at least
+    ``min_gap`` above the retain model's there is nothing to calibrate against (the smoke profile's tiny
+    model): lambda* = ``start`` and ``note`` says so.
+
+    Returns ``grid``, ``lam_star``, ``target_rouge``, ``retain_rouge``, ``probes`` (lambda, ROUGE pairs in
+    probing order), ``note`` and ``wall_time_s``.
+    """
+    if points < 1:
+        raise ValueError(f"points must be >= 1, got {points}")
+    cfg = cfg or perta_config(profile)
+    theta_ft = reinforced_model(profile, bench, target_dir, cfg, progress)
+    config = {"target": model_key(target_dir), "retain": model_key(retain_dir), "finetuned": model_key(theta_ft),
+              "forget": _records_key(bench.forget), "points": points, "start": start, "max_steps": max_steps,
+              "min_gap": min_gap, "generation": {"max_new_tokens": profile.max_new_tokens}}
+
+    def build(directory: Path) -> None:
+        begin = time.perf_counter()
+        tau = task_vector_for(profile, target_dir, theta_ft)
+        target, tokenizer = load_model(str(target_dir), seed=profile.seed)
+        retain, _ = load_model(str(retain_dir), seed=profile.seed)
+        target_rouge = forget_rouge(target, tokenizer, bench.forget, profile)
+        retain_rouge = forget_rouge(retain, tokenizer, bench.forget, profile)
+        del retain
+        probes: list[tuple[float, float]] = []
+        note = ""
+        if target_rouge - retain_rouge < min_gap:
+            lam_star = start
+            note = (f"the target's forget ROUGE-L ({target_rouge:.3f}) is not {min_gap} above the retain model's "
+                    f"({retain_rouge:.3f}): no signal to calibrate on; lambda* = {start:g}")
+        else:
+            def forgets(lam: float) -> bool:
+                rouge = forget_rouge(perta_unlearn(target, tau, None, lam), tokenizer, bench.forget, profile)
+                probes.append((lam, rouge))
+                return rouge <= retain_rouge
+
+            lam = start
+            if forgets(lam):  # walk down while the rung below still forgets
+                while len(probes) < max_steps and forgets(lam / 2):
+                    lam /= 2
+            else:  # walk up until a rung forgets
+                while len(probes) < max_steps:
+                    lam *= 2
+                    if forgets(lam):
+                        break
+                else:
+                    note = f"no rung up to lambda = {lam:g} forgot: the grid ends below forgetting"
+            bracketed = any(l == lam / 2 for l, _ in probes) and not note
+            if bracketed and len(probes) < max_steps and forgets(lam / math.sqrt(2)):
+                lam /= math.sqrt(2)  # one geometric bisection of the last doubling
+            lam_star = lam
+        grid = [float(f"{lam_star * 2.0 ** k:.3g}") for k in range(-1, points - 1)]
+        atomic_write_json(directory / "calibration.json", {
+            "grid": grid, "lam_star": lam_star, "target_rouge": target_rouge, "retain_rouge": retain_rouge,
+            "probes": probes, "note": note, "wall_time_s": round(time.perf_counter() - begin, 2)})
+
+    path = cached("calibration", f"{profile.name}-tv-lambda", config, build)
+    return json.loads((path / "calibration.json").read_text())
+
+
+# ------------------------------------------------------------------------------------ analysis helpers
+
+LAYER_TYPES = ("embeddings", "attention", "mlp", "norm", "other")
+
+
+def layer_type(name: str) -> str:
+    """The kind of a Llama-style parameter: embeddings (token embeddings, output head), attention, mlp,
+    norm, or other."""
+    if "embed" in name or "lm_head" in name or name.endswith("wte.weight"):
+        return "embeddings"
+    if "attn" in name or "attention" in name:
+        return "attention"
+    if "mlp" in name or "feed_forward" in name:
+        return "mlp"
+    if "norm" in name or ".ln_" in name:
+        return "norm"
+    return "other"
+
+
+def values_by_type(tensors: Mapping[str, Tensor], per_type: int = 100_000, seed: int = 0) -> dict[str, np.ndarray]:
+    """A uniform random sample of at most ``per_type`` entries of each layer type (float32 numpy arrays),
+    for distribution plots of maps with millions of entries."""
+    generator = torch.Generator().manual_seed(seed)
+    groups: dict[str, list[Tensor]] = {}
+    for name, t in tensors.items():
+        groups.setdefault(layer_type(name), []).append(t.detach().reshape(-1).float().cpu())
+    out = {}
+    for kind in LAYER_TYPES:
+        if kind in groups:
+            flat = torch.cat(groups[kind])
+            if flat.numel() > per_type:
+                flat = flat[torch.randint(flat.numel(), (per_type,), generator=generator)]
+            out[kind] = flat.numpy()
+    return out
+
+
+def top_mask(tensors: Mapping[str, Tensor], fraction: float = 0.01) -> dict[str, Tensor]:
+    """Boolean masks of the global top ``fraction`` of entries (the largest values over all tensors;
+    entries tied with the smallest kept value are kept too, except zeros)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    flat = torch.cat([t.detach().reshape(-1).float().cpu() for t in tensors.values()])
+    k = max(1, round(fraction * flat.numel()))
+    threshold = float(torch.kthvalue(flat, flat.numel() - k + 1).values)
+    del flat
+    keep = (lambda t: t > threshold) if threshold == 0 else (lambda t: t >= threshold)
+    return {name: keep(t.detach().float().cpu()) for name, t in tensors.items()}
+
+
+def overlap(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
+    """|A and B| / min(|A|, |B|) for two boolean masks of the same keys (1: one set contains the other)."""
+    both = sum(int((a[n] & b[n]).sum()) for n in a)
+    smaller = min(sum(int(m.sum()) for m in a.values()), sum(int(m.sum()) for m in b.values()))
+    return both / smaller if smaller else float("nan")
+
+
+def weights_histogram(weights: Mapping[str, Tensor], bins: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of weights in ``bins`` equal bins over [0, 1], and the bin edges (streams over tensors)."""
+    counts = torch.zeros(bins, dtype=torch.float64)
+    for w in weights.values():
+        counts += torch.histc(w.float().cpu(), bins=bins, min=0, max=1).double()
+    return counts.numpy(), np.linspace(0, 1, bins + 1)
+
+
+def compare_at_equal_forgetting(
+    rows: Sequence[Mapping[str, Any]], target_utility: float, baseline: str = "tv",
+    challengers: Sequence[str] = ("perta-grad", "perta-fisher"),
+) -> list[dict[str, Any]]:
+    """Compare methods at equal forgetting: for every ``baseline`` row (a sweep row with ``method``,
+    ``lam``, ``forget_Q_A_ROUGE`` and ``model_utility``) and every challenger method, the challenger's
+    row with the highest model utility among those whose forget ROUGE-L is equal or lower.
+
+    Returns one dict per (challenger, baseline row): ``method``, ``baseline_lam``, ``baseline_rouge``,
+    ``baseline_mu``, ``lam``, ``rouge``, ``mu`` (None when no challenger row forgets as much), ``gain``
+    (mu - baseline_mu) and ``recovered`` (gain / the utility the baseline lost against
+    ``target_utility``; None unless it lost some).
+    """
+    out = []
+    for method in challengers:
+        candidates = [r for r in rows if r["method"] == method]
+        for base in (r for r in rows if r["method"] == baseline):
+            eligible = [r for r in candidates if r["forget_Q_A_ROUGE"] <= base["forget_Q_A_ROUGE"]]
+            best = max(eligible, key=lambda r: r["model_utility"]) if eligible else None
+            lost = target_utility - base["model_utility"]
+            gain = best["model_utility"] - base["model_utility"] if best else None
+            out.append({
+                "method": method, "baseline_lam": base["lam"], "baseline_rouge": base["forget_Q_A_ROUGE"],
+                "baseline_mu": base["model_utility"], "lam": best["lam"] if best else None,
+                "rouge": best["forget_Q_A_ROUGE"] if best else None, "mu": best["model_utility"] if best else None,
+                "gain": gain, "recovered": gain / lost if best and lost > 0 else None,
+            })
+    return out

@@ -212,6 +212,18 @@ class UnlearnResult:
     trajectory: list[dict]
 
 
+def check_hyperparameters(cfg: UnlearnConfig, vocab_size: int) -> None:
+    """Run the loss once on a 3-token dummy batch, so an out-of-range hyperparameter (``top_k``
+    above the vocabulary, ``first_n = 0``, a negative ``alpha``...) is rejected, naming the
+    parameter and its range, before any model is copied or step is taken."""
+    ids = torch.zeros(1, 3, dtype=torch.long)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([[-100, 0, 0]]),
+             "token_classes": torch.tensor([[0, 2, 1]])}
+    io = ModelIO(torch.zeros(1, 3, vocab_size), batch, torch.zeros(1, 3, vocab_size))
+    extra = {"idk": io} if cfg.loss.refusals == "idk" else {}
+    cfg.loss.fn(io, io if cfg.loss.needs_retain else None, **extra, **{**cfg.loss.defaults, **cfg.hyper})
+
+
 def _examples(tokenizer: Any, benchmark: Benchmark, cfg: UnlearnConfig) -> tuple[list[dict], list[dict], list[dict] | None]:
     forget = encode_records(tokenizer, benchmark.forget, cfg.max_length)
     retain = encode_records(tokenizer, benchmark.retain, cfg.max_length) if cfg.loss.needs_retain else []
@@ -244,6 +256,7 @@ def unlearn(
     ``output_dir`` receives epoch checkpoints; with ``resume`` a killed run restarts from the
     last one. Returns an :class:`UnlearnResult`.
     """
+    check_hyperparameters(cfg, model.get_output_embeddings().weight.shape[0])
     forget, retain, idk = _examples(tokenizer, benchmark, cfg)
     output_dir = Path(output_dir)
     args = training_arguments(cfg.optimiser(), output_dir, cfg.seed, progress, save_checkpoints=resume)

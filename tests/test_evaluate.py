@@ -79,6 +79,27 @@ def test_batched_scoring_equals_one_at_a_time(tiny, bench, share_prompts):
         np.testing.assert_array_equal(a.hits, b.hits)
 
 
+class _PlainLM(torch.nn.Module):
+    """A causal LM whose forward takes neither a cache nor ``logits_to_keep``."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids, attention_mask=None, use_cache=False):
+        return self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+
+
+def test_scoring_falls_back_for_models_without_cache_arguments(tiny, bench):
+    model, tokenizer = tiny
+    examples = _examples(tokenizer, bench)[:6]
+    with pytest.warns(UserWarning, match="cannot share"):
+        plain = score_sequences(_PlainLM(model), examples, pad_id(tokenizer), batch_size=4, progress=False)
+    shared = score_sequences(model, examples, pad_id(tokenizer), batch_size=4, progress=False)
+    for a, b in zip(plain, shared):
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+
+
 def test_scoring_matches_plain_log_softmax(tiny, bench):
     model, tokenizer = tiny
     e = _examples(tokenizer, bench)[0]

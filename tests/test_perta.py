@@ -1,14 +1,20 @@
 """Tests of palu_perta.perta: the weight formula and its limits, the control weights, unlearning (TV
-reproduced bit for bit) and the weight summary."""
+reproduced bit for bit), the weight summary, and the cached pipeline the notebooks call (reinforced model,
+task vector, importances, unlearned-model factories, lambda calibration, analysis helpers)."""
 
 import copy
+import json
 import math
 
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from palu_perta import perta
+from palu_perta.config import FinetuneConfig, get_profile
+from palu_perta.data import synthetic_benchmark
 from palu_perta.importance import parameter_importance
+from palu_perta.models import load_model, save_model, tiny_model
 from palu_perta.perta import (
     constant_weights_like,
     global_mean,
@@ -173,3 +179,201 @@ def test_weights_summary():
     assert all(constant[f"q{q:02d}"] == constant["mean"] for q in (1, 50, 99))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         weights_summary({"a": torch.tensor([1.5])})
+
+
+# ----------------------------------------------------------------------------------------- the cached pipeline
+
+FAST = FinetuneConfig(epochs=2, learning_rate=5e-3, batch_size=4, per_device_batch_size=4, warmup_ratio=0.0,
+                      bf16=False, max_length=96)
+
+
+def test_perta_config_scales_the_reinforcement_lr_like_the_profile():
+    paper = perta.perta_config(get_profile("paper"))
+    assert (paper.reinforce.epochs, paper.reinforce.learning_rate) == (5, pytest.approx(1e-5))  # MUSE's recipe
+    for name in ("cpu", "smoke"):
+        profile = get_profile(name)
+        cfg = perta.perta_config(profile)
+        assert cfg.reinforce.learning_rate == pytest.approx(profile.finetune.learning_rate)  # 1e-5 * lr / 1e-5
+        assert cfg.reinforce.epochs == 5 and cfg.reinforce.batch_size == profile.finetune.batch_size
+        assert cfg.batch_size == profile.finetune.per_device_batch_size
+    changed = perta.perta_config(get_profile("smoke"), fraction=0.5, reinforce={"epochs": 1})
+    assert (changed.fraction, changed.reinforce.epochs) == (0.5, 1)
+    with pytest.raises(ValueError, match="importance_at"):
+        changed.replace(importance_at="elsewhere")
+    with pytest.raises(ValueError, match="fraction"):
+        changed.replace(fraction=0.0)
+
+
+@pytest.fixture()
+def setup(tmp_path, monkeypatch, tiny):
+    """A smoke-sized profile with a fast reinforcement, a tiny benchmark, and tiny 'target' and 'retain'
+    models saved as directories (so that nothing else has to be trained), in a fresh artifacts directory."""
+    model, tokenizer = tiny
+    target, retain = tmp_path / "target", tmp_path / "retain"
+    save_model(model, tokenizer, target)
+    save_model(tiny_model(tokenizer, seed=1), tokenizer, retain)
+    monkeypatch.setenv("PALU_PERTA_ARTIFACTS", str(tmp_path / "artifacts"))
+    profile = get_profile("smoke", finetune=FAST, max_new_tokens=4)
+    bench = synthetic_benchmark(3, 3, "forget10", n_holdout_authors=1, n_world_facts=2)
+    return profile, bench, target, retain, perta.perta_config(profile)
+
+
+def params_of(directory) -> dict[str, torch.Tensor]:
+    model, _ = load_model(str(directory), device="cpu", dtype=torch.float32)
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def test_reinforced_model_and_task_vector_are_cached(setup, monkeypatch):
+    profile, bench, target, _, cfg = setup
+    theta_ft = perta.reinforced_model(profile, bench, target, cfg, progress=False)
+    assert perta.reinforced_model(profile, bench, target, cfg, progress=False) == theta_ft
+    assert perta.build_time(theta_ft) > 0  # the Trainer's train_runtime
+    tau = perta.task_vector_for(profile, target, theta_ft)
+    before, after = params_of(target), params_of(theta_ft)
+    assert list(tau) == list(before)
+    assert all(torch.equal(tau[name], after[name] - before[name]) for name in tau)
+    assert tau.norm() > 0
+    entry = perta.task_vector_entry(profile, target, theta_ft)
+    assert json.loads((entry / "timing.json").read_text())["norm"] == pytest.approx(tau.norm())
+
+    def fail(*args, **kwargs):
+        raise AssertionError("rebuilt a cached artifact")
+
+    monkeypatch.setattr(perta, "finetuned_model", fail)
+    monkeypatch.setattr(TaskVector, "from_models", fail)
+    with pytest.raises(AssertionError):  # the guard works...
+        perta.reinforced_model(profile, bench, target, cfg.replace(reinforce={"epochs": 1}), progress=False)
+    again = perta.task_vector_for(profile, target, theta_ft)  # ...and the cached vector needs no rebuild
+    assert all(torch.equal(again[name], tau[name]) for name in tau)
+
+
+@pytest.mark.parametrize("method", ["grad", "fisher"])
+def test_importance_for_matches_parameter_importance_and_is_cached(setup, monkeypatch, method):
+    profile, bench, target, _, _ = setup
+    cached = perta.importance_for(profile, target, bench.forget, method, label="forget", progress=False)
+    model, tokenizer = load_model(str(target), device="cpu", dtype=torch.float32)
+    batches = perta.importance_batches(tokenizer, bench.forget, profile.finetune.max_length,
+                                       profile.finetune.per_device_batch_size)
+    direct = parameter_importance(model, batches, method, progress=False)
+    assert list(cached) == list(direct)
+    for name in direct:
+        torch.testing.assert_close(cached[name], direct[name], rtol=1e-6, atol=0)
+    monkeypatch.setattr(perta, "parameter_importance", lambda *a, **k: pytest.fail("recomputed"))
+    again = perta.importance_for(profile, target, bench.forget, method, label="forget", batch_size=1, progress=False)
+    assert all(torch.equal(again[name], cached[name]) for name in cached)  # batch size is not part of the key
+    entry = perta.importance_entry(profile, target, bench.forget, method, label="forget")
+    assert perta.build_time(entry) >= 0
+
+
+def test_unlearned_factories_and_keys(setup, tmp_path):
+    profile, bench, target, _, cfg = setup
+    models = {method: perta.unlearned(profile, bench, target, method, 2.0, cfg, progress=False)
+              for method in perta.METHODS}
+    assert not (tmp_path / "artifacts" / "importance").exists(), "a key is computed without building anything"
+    assert "weights" not in models["tv"].key and "weights" in models["perta-grad"].key
+    keys = [json.dumps(m.key, sort_keys=True) for m in models.values()]
+    keys.append(json.dumps(perta.unlearned(profile, bench, target, "tv", 3.0, cfg).key, sort_keys=True))
+    keys.append(json.dumps(perta.unlearned(profile, bench, target, "perta-grad", 2.0, cfg.replace(p=2.0)).key,
+                           sort_keys=True))
+    assert len(set(keys)) == len(keys)
+    assert models["perta-fisher"].name == "perta-fisher-lam2"
+
+    theta_ft = perta.reinforced_model(profile, bench, target, cfg, progress=False)
+    tau = perta.task_vector_for(profile, target, theta_ft)
+    original, _ = load_model(str(target))
+    for method, weights in [("tv", None),
+                            ("perta-grad", perta.perta_weights_for(profile, bench, target, "grad", cfg, False))]:
+        model, tokenizer = models[method].factory()
+        expected = perta_unlearn(original, tau, weights, 2.0)
+        reference = dict(expected.named_parameters())
+        assert all(torch.equal(p, reference[name]) for name, p in model.named_parameters())
+        assert tokenizer.eos_token_id is not None
+    times = perta.build_times(profile, bench, target, cfg, progress=False)
+    assert set(times) == {"reinforce", "tau", "grad_forget", "grad_retain", "fisher_forget", "fisher_retain"}
+    assert all(t is not None and t >= 0 for t in times.values())
+    with pytest.raises(ValueError, match="method"):
+        perta.unlearned(profile, bench, target, "ga", 1.0)
+    with pytest.raises(ValueError, match="lam"):
+        perta.unlearned(profile, bench, target, "tv", -1.0)
+
+
+def fake_probe(monkeypatch, target_rouge, retain_rouge, curve):
+    """Replace the generation probe: the target and retain models (first two calls) score the given
+    ROUGE-L; a TV model made by perta_unlearn at lambda scores curve(lambda)."""
+    calls = []
+    unlearn = perta.perta_unlearn
+
+    def tagged(original, tau, weights, lam):
+        model = unlearn(original, tau, weights, lam)
+        model.probe_lambda = lam
+        return model
+
+    def probe(model, tokenizer, records, profile):
+        lam = getattr(model, "probe_lambda", None)
+        calls.append(lam)
+        if lam is not None:
+            return curve(lam)
+        return target_rouge if len(calls) == 1 else retain_rouge
+
+    monkeypatch.setattr(perta, "perta_unlearn", tagged)
+    monkeypatch.setattr(perta, "forget_rouge", probe)
+    return calls
+
+
+def test_calibrate_lambda_walks_up_then_bisects(setup, monkeypatch):
+    profile, bench, target, retain, cfg = setup
+    calls = fake_probe(monkeypatch, 1.0, 0.3, lambda lam: 1 / (1 + lam))  # forgets from lambda = 7/3 on
+    result = perta.calibrate_lambda(profile, bench, target, retain, points=4, cfg=cfg)
+    assert [lam for lam, _ in result["probes"]] == pytest.approx([1, 2, 4, 4 / math.sqrt(2)])
+    assert result["lam_star"] == pytest.approx(2 * math.sqrt(2))
+    assert result["grid"] == [1.41, 2.83, 5.66, 11.3]
+    assert (result["target_rouge"], result["retain_rouge"], result["note"]) == (1.0, 0.3, "")
+    n = len(calls)
+    assert perta.calibrate_lambda(profile, bench, target, retain, points=4, cfg=cfg) == result
+    assert len(calls) == n, "the calibration is cached"
+
+
+def test_calibrate_lambda_walks_down_and_handles_no_signal(setup, monkeypatch):
+    profile, bench, target, retain, cfg = setup
+    fake_probe(monkeypatch, 1.0, 0.3, lambda lam: 1 / (1 + 100 * lam))  # forgets from lambda = 7/300 on
+    result = perta.calibrate_lambda(profile, bench, target, retain, points=2, cfg=cfg)
+    assert result["lam_star"] == pytest.approx(1 / 32)  # 1/32 forgets, 1/64 and 1/(32 sqrt 2) do not
+    assert len(result["probes"]) == 8 and result["grid"] == [0.0156, 0.0312]
+
+    fake_probe(monkeypatch, 0.2, 0.2, lambda lam: pytest.fail("no probe without signal"))
+    flat = perta.calibrate_lambda(profile, bench, target, retain, points=3, cfg=cfg, start=2.0)
+    assert flat["probes"] == [] and "no signal" in flat["note"] and flat["grid"] == [1.0, 2.0, 4.0]
+
+
+def test_compare_at_equal_forgetting():
+    rows = [{"method": m, "lam": lam, "forget_Q_A_ROUGE": r, "model_utility": mu} for m, lam, r, mu in [
+        ("tv", 1, 0.8, 0.45), ("tv", 2, 0.4, 0.30),
+        ("perta-grad", 1, 0.9, 0.50), ("perta-grad", 2, 0.7, 0.46), ("perta-grad", 4, 0.35, 0.40),
+        ("perta-fisher", 1, 0.95, 0.5), ("perta-fisher", 2, 0.85, 0.2)]]
+    out = {(c["method"], c["baseline_lam"]): c for c in perta.compare_at_equal_forgetting(rows, target_utility=0.5)}
+    assert len(out) == 4
+    grad1 = out["perta-grad", 1]
+    assert (grad1["lam"], grad1["mu"]) == (2, 0.46) and grad1["gain"] == pytest.approx(0.01)
+    assert grad1["recovered"] == pytest.approx(0.01 / 0.05)
+    assert out["perta-grad", 2]["lam"] == 4 and out["perta-grad", 2]["gain"] == pytest.approx(0.10)
+    assert out["perta-fisher", 1]["mu"] is None and out["perta-fisher", 1]["gain"] is None
+    assert out["perta-fisher", 2]["recovered"] is None
+
+
+def test_analysis_helpers():
+    names = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.up_proj.weight",
+             "model.layers.0.input_layernorm.weight", "model.norm.weight", "lm_head.weight", "something.else"]
+    assert [perta.layer_type(n) for n in names] == ["embeddings", "attention", "mlp", "norm", "norm", "embeddings",
+                                                    "other"]
+    values = {"a": torch.arange(100.0).reshape(10, 10), "b": torch.arange(100.0, 200.0)}
+    masks = perta.top_mask(values, 0.05)
+    assert int(masks["a"].sum()) == 0 and masks["b"].nonzero().squeeze(1).tolist() == list(range(90, 100))
+    assert perta.overlap(masks, masks) == 1.0
+    shifted = perta.top_mask({"a": values["a"], "b": values["b"].flip(0)}, 0.05)
+    assert perta.overlap(masks, shifted) == 0.0
+    zeros = perta.top_mask({"a": torch.zeros(10), "b": torch.tensor([0.0, 1.0])}, 0.5)
+    assert int(zeros["a"].sum()) == 0 and zeros["b"].tolist() == [False, True]  # ties at zero are not "top"
+    counts, edges = perta.weights_histogram({"a": torch.tensor([0.0, 0.1, 0.95]), "b": torch.ones(3)}, bins=10)
+    assert counts.sum() == 6 and counts[-1] == 4 and len(edges) == 11
+    sample = perta.values_by_type({"model.layers.0.mlp.w": torch.ones(50), "model.norm.weight": torch.ones(5)}, 20)
+    assert {k: len(v) for k, v in sample.items()} == {"mlp": 20, "norm": 5}

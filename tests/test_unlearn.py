@@ -91,6 +91,16 @@ def test_bad_configurations_are_rejected_before_work():
         UnlearnConfig(method="ga", learning_rate=-1.0)
 
 
+def test_out_of_range_hyperparameters_fail_before_training(tiny, bench, tmp_path):
+    model, tokenizer = tiny
+    for hyper, message in [({"top_k": 60000}, r"top_k=60000 is larger than the vocabulary \(49152 tokens\)"),
+                           ({"first_n": 0}, "first_n"), ({"alpha": -1.0}, "alpha")]:
+        with pytest.raises(ValueError, match=message):
+            unlearn(model, tokenizer, bench, UnlearnConfig(method="palu", hyper=hyper, **FAST), tmp_path / "x",
+                    progress=False, resume=False)
+    assert not (tmp_path / "x").exists()  # nothing written
+
+
 def test_non_finite_loss_stops_with_step_and_term(tiny, bench, tmp_path, monkeypatch):
     model, tokenizer = tiny
 
