@@ -36,5 +36,10 @@ test: install
 test-fast: install
 	PALU_PERTA_PROFILE=smoke OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile tests -m "not notebooks"
 
+# Speed measurements: they print tables (and write JSON under benchmarks/results/); nothing is asserted on time.
+bench: install
+	$(PY) benchmarks/eval_speed.py
+	$(PY) benchmarks/unlearn_steps.py
+
 clean-artifacts:
 	rm -rf artifacts
