@@ -440,7 +440,6 @@ def evaluate(
     per_item = _per_item(tokenizer, data, scores, where, dict(zip(questions, generations)))
     per_item.update(forget_split=forget_split, forget_hash=fhash,
                     settings={"max_new_tokens": max_new_tokens, "batch_size": batch_size, "bf16": bf16})
-    per_item["mia_auc"] = _mia_aucs(per_item)
     summary = _summarise(per_item, ref)
     summary["meta"]["wall_time_s"] = round(time.perf_counter() - start, 2)
     if out_dir is not None:
@@ -544,7 +543,7 @@ def _summarise(per_item: dict[str, Any], ref: dict | None) -> dict[str, Any]:
     s["extraction_strength"] = _mean([r["extraction_strength"] for r in sp["forget"]])
     s["exact_memorization"] = _mean([r["exact_memorization"] for r in sp["forget"]])
 
-    aucs = per_item["mia_auc"]
+    aucs = per_item["mia_auc"] = _mia_aucs(per_item)  # kept in per_item: a saved file carries its AUCs
     s.update(aucs)
     # open-unlearning's privleak is computed on mia_min_k, against the retain model's AUC
     # when given, else against its default ref_value 0.5
@@ -575,7 +574,6 @@ def summarise(per_item: Mapping[str, Any],
               retain_reference: Mapping[str, Any] | str | os.PathLike | None = None) -> dict[str, Any]:
     """Recompute the summary from saved per-item results (e.g. against another retain model)."""
     per_item = dict(per_item.get("per_item", per_item))
-    per_item["mia_auc"] = _mia_aucs(per_item)
     ref = (load_retain_reference(retain_reference, per_item["forget_hash"], per_item.get("forget_split"))
            if retain_reference is not None else None)
     return _summarise(per_item, ref)

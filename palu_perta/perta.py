@@ -139,11 +139,8 @@ def weights_summary(weights: Mapping[str, Tensor], bins: int = 10_000) -> dict[s
     highest = max(float(w.max()) for w in weights.values() if w.numel())
     if not (0 <= lowest and highest <= 1):
         raise ValueError(f"weights must lie in [0, 1], got range [{lowest}, {highest}]")
-    histogram = torch.zeros(bins, dtype=torch.float64)
-    above_half = 0
-    for w in weights.values():
-        histogram += torch.histc(w.float(), bins=bins, min=0, max=1).double().cpu()
-        above_half += int((w > 0.5).sum())
+    histogram = torch.from_numpy(weights_histogram(weights, bins)[0])
+    above_half = sum(int((w > 0.5).sum()) for w in weights.values())
     cumulative = histogram.cumsum(0)
     summary = {"numel": float(numel), "mean": global_mean(weights), "min": lowest, "max": highest}
     for q in QUANTILES:
