@@ -123,6 +123,13 @@ def _resolve_local(name: str) -> Path | None:
                 f"{path} is not a model directory (no config.json); pass a folder written by save_pretrained, "
                 "a hub id such as 'meta-llama/Llama-3.2-1B-Instruct', 'smollm2' or 'tiny'"
             )
+        if not any(path.glob("*.safetensors")):
+            found = sorted(p.name for p in path.glob("*.bin")) or sorted(p.name for p in path.glob("*.pt"))
+            raise FileNotFoundError(
+                f"{path} has no safetensors weights{f' (found {found})' if found else ''}: palu_perta loads only "
+                "safetensors and never unpickles a checkpoint. If you trust the files, convert them once with "
+                "AutoModelForCausalLM.from_pretrained(path).save_pretrained(new_path, safe_serialization=True)"
+            )
         return path
     if name.startswith((".", "/", "~")):
         raise FileNotFoundError(f"model path {name} does not exist")

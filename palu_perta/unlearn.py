@@ -119,6 +119,9 @@ class PairedCollator:
         return {part: collate([item[part] for item in items]) for part in items[0]}
 
 
+DUAL_FILE = "pdu_dual.json"
+
+
 class _EpochCallback(TrainerCallback):
     """Tells the dataset the epoch (for retain sampling) and runs the evaluations."""
 
@@ -195,6 +198,15 @@ class UnlearningTrainer(Trainer):
         self._term_count += 1
         return (out.loss, None) if return_outputs else out.loss
 
+    def _save_checkpoint(self, model, trial):  # noqa: D102
+        # PDU's dual variable is training state the Trainer does not know. It goes into the
+        # checkpoint folder before anything else, so no checkpoint exists without it.
+        if self.dual is not None:
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(folder / DUAL_FILE, {"value": self.dual.value})
+        super()._save_checkpoint(model, trial)
+
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:  # noqa: D102
         if "loss" in logs and self._term_count:
             logs.update({f"loss_{k}": v / self._term_count for k, v in self._term_sums.items()})
@@ -249,12 +261,13 @@ def unlearn(
     evaluate: Callable[[PreTrainedModel], dict] | None = None,
     progress: bool = True,
     resume: bool = True,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> UnlearnResult:
     """Unlearn ``benchmark.forget`` from ``model`` in place with ``cfg.method``.
 
     ``evaluate(model) -> dict`` (optional) runs after each epoch in ``cfg.eval_epochs``.
     ``output_dir`` receives epoch checkpoints; with ``resume`` a killed run restarts from the
-    last one. Returns an :class:`UnlearnResult`.
+    last one. ``callbacks`` are passed to the Trainer. Returns an :class:`UnlearnResult`.
     """
     check_hyperparameters(cfg, model.get_output_embeddings().weight.shape[0])
     forget, retain, idk = _examples(tokenizer, benchmark, cfg)
@@ -264,12 +277,19 @@ def unlearn(
     model.train()
     trainer = UnlearningTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=PairedCollator(pad_id(tokenizer)),
-        processing_class=tokenizer, unlearn_config=cfg, evaluate_fn=evaluate,
+        processing_class=tokenizer, unlearn_config=cfg, evaluate_fn=evaluate, callbacks=list(callbacks),
     )
     trainer.add_callback(_EpochCallback(dataset, trainer))
-    checkpoint = resume and any(output_dir.glob("checkpoint-*"))
-    if checkpoint and (output_dir / "trajectory.json").exists():
-        trainer.trajectory = json.loads((output_dir / "trajectory.json").read_text())
+    checkpoints = sorted(int(p.name.split("-")[1]) for p in output_dir.glob("checkpoint-*")
+                         if p.name.split("-")[1].isdigit()) if resume else []
+    if checkpoints and (output_dir / "trajectory.json").exists():
+        # evaluations up to the checkpoint; one made after it (killed before the save) is redone
+        trajectory = json.loads((output_dir / "trajectory.json").read_text())
+        trainer.trajectory = [t for t in trajectory if t["step"] <= checkpoints[-1]]
+    checkpoint = bool(checkpoints)
+    dual_file = output_dir / f"checkpoint-{checkpoints[-1]}" / DUAL_FILE if checkpoints else None
+    if trainer.dual is not None and dual_file is not None and dual_file.exists():
+        trainer.dual.value = float(json.loads(dual_file.read_text())["value"])
     trainer.train(resume_from_checkpoint=True if checkpoint else None)
     model.eval()
     return UnlearnResult(trainer.state.log_history, trainer.trajectory)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from palu_perta.data import DataError, validate_records
@@ -54,3 +54,19 @@ def test_validator_accepts_exact_spans_and_rejects_shifted_ones(case, shift):
         if moved != bad["word"]:
             with pytest.raises(DataError):
                 validate_records([{**record, "target_words": [bad]}], ("question", "answer"), "prop")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cases=st.lists(answer_with_spans(), min_size=4, max_size=4))
+@example(cases=[("line\u2028separator", [{"word": "separator", "start": 5, "end": 14}]), ("a\x85b\x1cc", []),
+                ("\u00e9t\u00e9 \U0001f600", [{"word": "\U0001f600", "start": 4, "end": 5}]), ("x", [])])
+def test_tofu_directory_round_trips_arbitrary_unicode_answers_and_spans(tmp_path_factory, cases):
+    """Any answers and exact spans, written as a TOFU-format directory, load back unchanged."""
+    from palu_perta.data import load_tofu, synthetic_benchmark, write_tofu_dir
+
+    bench = synthetic_benchmark(6, 4, "forget10", 1)
+    for record, (answer, spans) in zip(bench.forget, cases):
+        record["answer"], record["target_words"] = answer, spans
+    directory = write_tofu_dir(bench, tmp_path_factory.mktemp("tofu"))
+    loaded = load_tofu(directory, "forget10", n_holdout_authors=1)
+    assert [(r["answer"], r.get("target_words") or []) for r in loaded.forget] == [(a, s) for a, s in cases]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from palu_perta.config import FinetuneConfig
@@ -64,3 +65,80 @@ def test_same_configuration_is_bit_identical(tmp_path):
     second, second_losses = _train(tmp_path / "b", resume=False)
     assert first_losses == second_losses
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+
+
+METHOD_HYPER = {"palu": {"top_k": 5, "first_n": 2}, "pdu": {}}
+UNLEARN_CFG = dict(method="palu", hyper=METHOD_HYPER["palu"], epochs=4, learning_rate=2e-3, batch_size=2,
+                   per_device_batch_size=2, bf16=False, warmup_ratio=0.0, max_length=96, eval_epochs=(1, 2, 3, 4))
+
+KILLED_UNLEARNING = textwrap.dedent("""
+    import os, signal, sys
+    from transformers import TrainerCallback
+    from palu_perta.models import load_model
+    from palu_perta.unlearn import UnlearnConfig, unlearn
+    from tests.test_resume import METHOD_HYPER, RECORDS_BENCH, UNLEARN_CFG
+    method = sys.argv[2]
+
+    class KillAfterEpoch2(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.epoch >= 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    model, tokenizer = load_model("tiny", seed=0)
+    cfg = UnlearnConfig(**{**UNLEARN_CFG, "method": method, "hyper": METHOD_HYPER[method]})
+    unlearn(model, tokenizer, RECORDS_BENCH, cfg, sys.argv[1], progress=False,
+            callbacks=[KillAfterEpoch2()], evaluate=lambda m: {"probe": float(sum(p.detach().double().sum() for p in m.parameters()))})
+""")
+RECORDS_BENCH = synthetic_benchmark(3, 4, "forget10", 0)  # one forget author, 4 answers: 2 steps an epoch
+
+
+def _unlearn(out, method, resume=True):
+    from palu_perta.unlearn import UnlearnConfig, unlearn
+
+    model, tokenizer = load_model("tiny", seed=0)
+    cfg = UnlearnConfig(**{**UNLEARN_CFG, "method": method, "hyper": METHOD_HYPER[method]})
+    result = unlearn(model, tokenizer, RECORDS_BENCH, cfg, out, progress=False, resume=resume,
+                     evaluate=lambda m: {"probe": float(sum(p.detach().double().sum() for p in m.parameters()))})
+    return model, result
+
+
+@pytest.mark.parametrize("method", ["palu", "pdu"])
+def test_killed_unlearning_run_resumes_to_the_same_result(tmp_path, method):
+    """An unlearning run killed after epoch 2 of 4 ends where an uninterrupted run ends: same
+    losses, weights and per-epoch evaluations. PALU holds a frozen reference and samples retain
+    batches per epoch; PDU carries a dual variable the Trainer does not checkpoint."""
+    from palu_perta.config import repo_root
+
+    work = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", KILLED_UNLEARNING, str(work), method], cwd=repo_root(), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert [p.name for p in work.glob("checkpoint-*")] == ["checkpoint-4"]
+
+    resumed, resumed_result = _unlearn(work, method)
+    straight, straight_result = _unlearn(tmp_path / "straight", method, resume=False)
+    losses = [[h["loss"] for h in r.history if "loss" in h] for r in (resumed_result, straight_result)]
+    assert len(losses[0]) == 8
+    torch.testing.assert_close(torch.tensor(losses[0]), torch.tensor(losses[1]), rtol=0, atol=1e-5)
+    for (name, a), b in zip(resumed.state_dict().items(), straight.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+    # the evaluations of epochs 1-2 come back from the killed run's trajectory.json
+    assert [t["epoch"] for t in resumed_result.trajectory] == [1, 2, 3, 4]
+    torch.testing.assert_close(torch.tensor([t["probe"] for t in resumed_result.trajectory]),
+                               torch.tensor([t["probe"] for t in straight_result.trajectory]), rtol=1e-9, atol=1e-6)
+
+
+def test_same_configuration_gives_bit_identical_metrics(tmp_path):
+    """Two fine-tunes of the same configuration, each evaluated with the full suite: every metric
+    is the same number, bit for bit (CPU)."""
+    from palu_perta.evaluation import evaluate
+
+    bench = synthetic_benchmark(3, 3, "forget10", 1)
+    summaries = []
+    for name in ("a", "b"):
+        model, _ = _train(tmp_path / name, resume=False)
+        _, tokenizer = load_model("tiny", seed=0)
+        result = evaluate(model, tokenizer, bench, max_new_tokens=8, batch_size=4, progress=False)
+        summaries.append({k: v for k, v in result.items() if k not in ("meta", "per_item")})
+    assert summaries[0] == summaries[1]
+    assert summaries[0]["forget_Q_A_Prob"] > 0  # a real evaluation, not an empty one

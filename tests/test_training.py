@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,15 +68,30 @@ def test_stale_entry_is_rebuilt_and_failed_build_leaves_nothing(tmp_path):
     assert (path / "v").read_text() == "3"
 
 
-def test_read_only_artifacts_directory_is_named(tmp_path):
+def test_read_only_artifacts_directory_is_named(tmp_path, monkeypatch):
+    import os
+
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
+    if os.access(ro, os.W_OK):  # root writes anywhere: answer as the kernel would for any other user
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == ro else real_access(p, mode, **kw))
     try:
-        if __import__("os").access(ro, __import__("os").W_OK):
-            pytest.skip("running as a user that can write anywhere")
-        with pytest.raises(PermissionError, match="read-only"):
-            with atomic_dir(ro / "x"):
-                pass
+        with pytest.raises(PermissionError, match=r"the artifacts directory .*ro is read-only\. Set PALU_PERTA_ARTIFACTS"):
+            with atomic_dir(ro / "x", {"a": 1}):
+                raise AssertionError("the build must not start")
+        assert list(ro.iterdir()) == []  # nothing written
     finally:
         ro.chmod(0o700)
+
+
+def test_non_finite_finetune_loss_stops_with_step_and_batch(tiny, tmp_path):
+    model, tokenizer = tiny
+    with torch.no_grad():
+        model.model.norm.weight.fill_(float("nan"))
+    records = synthetic_benchmark(2, 2, "forget10", 0).full
+    with pytest.raises(FloatingPointError, match=r"the nll loss is nan at step 0 \(batch of 4, first example ends .*\); "
+                                                 r"lower the learning rate or check the data"):
+        finetune(model, tokenizer, records, FAST, tmp_path / "run", progress=False)
+    assert not list((tmp_path / "run").glob("checkpoint-*"))

@@ -183,7 +183,8 @@ def _read_json_records(path: Path) -> list[dict]:
     if text.startswith("["):
         return json.loads(text)
     try:
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        # split on "\n" only: str.splitlines() would also cut inside answers at U+2028, \x85, \x1c...
+        return [json.loads(line) for line in text.split("\n") if line.strip()]
     except json.JSONDecodeError as err:
         raise DataError(f"{path} is neither JSON lines nor a JSON array: {err}") from None
 
@@ -233,7 +234,8 @@ def write_tofu_dir(benchmark: Benchmark, directory: str | os.PathLike) -> Path:
         "world_facts_perturbed": benchmark.world_facts,
     }
     for name, records in files.items():
-        (directory / f"{name}.json").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n")
+        (directory / f"{name}.json").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n",
+                                                encoding="utf-8")
     return directory
 
 
