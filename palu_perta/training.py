@@ -74,6 +74,7 @@ def training_arguments(cfg: FinetuneConfig, output_dir: Path, seed: int, progres
         data_seed=seed,
         disable_tqdm=not progress,
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every parameter gets a gradient: skip DDP's extra graph walk
         remove_unused_columns=False,
     )
 
