@@ -6,6 +6,11 @@ one entry in that dict.
 
     python -m palu_perta evaluate --model PATH --data synthetic --forget-split forget10 \\
         [--profile cpu] [--retain-results DIR_OR_JSON] --out DIR
+    python -m palu_perta finetune --profile paper [--role target|retain|both]
+    python -m palu_perta unlearn --profile paper --method palu --hyper '{"top_k": 50, "first_n": 3}'
+
+``finetune`` and ``unlearn`` run unchanged under ``accelerate launch`` (see ``accelerate/README.md``):
+every process trains its shard, process 0 writes the cached model.
 """
 
 from __future__ import annotations
@@ -76,8 +81,82 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default=None, help="smoke | cpu | paper (default: $PALU_PERTA_PROFILE or cpu)")
+    parser.add_argument("--data", default=None,
+                        help="'synthetic', 'tofu' or a directory of TOFU-format JSON (default: the profile's)")
+    parser.add_argument("--forget-split", default=None, choices=["forget01", "forget05", "forget10"],
+                        help="default: the profile's")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _profile_and_benchmark(args: argparse.Namespace) -> tuple[Any, Any]:
+    from .config import get_profile
+    from .data import load_benchmark
+
+    overrides: dict[str, Any] = {"forget_split": args.forget_split} if args.forget_split else {}
+    if args.data:
+        overrides["data"] = args.data
+    profile = get_profile(args.profile, **overrides)
+    return profile, load_benchmark(profile)
+
+
+def _finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    _common_arguments(parser)
+    parser.add_argument("--role", default="both", choices=["target", "retain", "both"],
+                        help="target (all authors), retain (retain authors only) or both")
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from .training import finetuned_model, is_main_process, records_info
+
+    profile, bench = _profile_and_benchmark(args)
+    roles = ["target", "retain"] if args.role == "both" else [args.role]
+    for role in roles:
+        records = bench.full if role == "target" else bench.retain
+        path = finetuned_model(profile, role, records, records_info(bench.source, records), progress=not args.no_progress)
+        if is_main_process():
+            print(f"{role}: {path}")
+    return 0
+
+
+def _unlearn_arguments(parser: argparse.ArgumentParser) -> None:
+    _common_arguments(parser)
+    parser.add_argument("--method", default="palu", help="palu, ga, graddiff, npo, simnpo, me_gd, pdu, undial, idk_dpo, ...")
+    parser.add_argument("--hyper", default="{}", help='the loss\'s hyperparameters as JSON, e.g. \'{"top_k": 50, "first_n": 3}\'')
+    parser.add_argument("--budget", default="{}",
+                        help="changes to the profile's unlearning budget as JSON, e.g. '{\"learning_rate\": 2e-5}'")
+    parser.add_argument("--target", default=None, help="the model to unlearn from (default: the profile's target, "
+                                                        "fine-tuned first if it is not cached)")
+
+
+def _run_unlearn(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .config import unlearn_budget
+    from .training import finetuned_model, is_main_process, records_info
+    from .unlearn import UnlearnConfig, unlearned_model
+
+    profile, bench = _profile_and_benchmark(args)
+    try:
+        hyper, budget = json.loads(args.hyper), json.loads(args.budget)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--hyper / --budget must be JSON objects: {err}") from None
+    cfg = UnlearnConfig(method=args.method, hyper=hyper, seed=profile.seed, **{**unlearn_budget(profile), **budget})
+    target = Path(args.target) if args.target else finetuned_model(
+        profile, "target", bench.full, records_info(bench.source, bench.full), progress=not args.no_progress)
+    path = unlearned_model(profile, target, bench, cfg, progress=not args.no_progress)
+    if is_main_process():
+        print(f"unlearned ({args.method}): {path}")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "evaluate": Command("run the TOFU metric suite on a model", _evaluate_arguments, _run_evaluate),
+    "finetune": Command("fine-tune (or find in the cache) the target and retain models of a profile",
+                        _finetune_arguments, _run_finetune),
+    "unlearn": Command("unlearn the forget split from the profile's target model with one method",
+                       _unlearn_arguments, _run_unlearn),
 }
 
 

@@ -139,8 +139,10 @@ PROFILES: dict[str, Profile] = {
         n_authors=20,
         qa_per_author=10,
         n_holdout_authors=2,
+        # The gentlest recipe of a small sweep that memorised the authors (benchmarks/NOTES.md, "cpu
+        # fine-tuning recipe"): more, smaller steps at half the earlier lr 2e-4.
         finetune=FinetuneConfig(
-            epochs=5, learning_rate=2e-4, batch_size=16, per_device_batch_size=16, warmup_ratio=0.1,
+            epochs=8, learning_rate=1e-4, batch_size=8, per_device_batch_size=8, warmup_ratio=0.1,
             bf16=True, max_length=160,
         ),
         max_new_tokens=48,
@@ -163,6 +165,23 @@ PROFILES: dict[str, Profile] = {
         eval_batch_size=64,
     ),
 }
+
+
+# The optimiser budget every unlearning method gets on a profile (notebook 06 explains the choice):
+# the fields of palu_perta.unlearn.UnlearnConfig other than the method and its hyperparameters.
+UNLEARN_BUDGETS: dict[str, dict[str, Any]] = {
+    "smoke": dict(epochs=2, learning_rate=2e-3, batch_size=4, per_device_batch_size=4, warmup_ratio=0.0,
+                  bf16=False, max_length=128),
+    "cpu": dict(epochs=5, learning_rate=5e-5, batch_size=8, per_device_batch_size=8, warmup_ratio=0.1,
+                bf16=True, max_length=160),
+    "paper": dict(epochs=10, learning_rate=1e-5, batch_size=32, per_device_batch_size=8, warmup_ratio=0.1,
+                  bf16=True, max_length=512),
+}
+
+
+def unlearn_budget(profile: Profile) -> dict[str, Any]:
+    """The unlearning budget of ``profile`` (by name; a custom profile takes the ``cpu`` one)."""
+    return dict(UNLEARN_BUDGETS.get(profile.name, UNLEARN_BUDGETS["cpu"]))
 
 
 def get_profile(name: str | None = None, **overrides: Any) -> Profile:

@@ -52,11 +52,13 @@ def check_finite(loss: torch.Tensor, term: str, step: int, batch: dict[str, torc
 def training_arguments(cfg: FinetuneConfig, output_dir: Path, seed: int, progress: bool, save_checkpoints: bool) -> TrainingArguments:
     """TrainingArguments for ``cfg``: effective batch ``cfg.batch_size`` across all processes."""
     world = max(1, torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1)
-    accumulation = max(1, cfg.batch_size // (cfg.per_device_batch_size * world))
+    # more processes than the batch needs: smaller per-device batches, so the effective batch stays
+    per_device = min(cfg.per_device_batch_size, max(1, cfg.batch_size // world))
+    accumulation = max(1, cfg.batch_size // (per_device * world))
     on_gpu = torch.cuda.is_available()
     return TrainingArguments(
         output_dir=str(output_dir),
-        per_device_train_batch_size=cfg.per_device_batch_size,
+        per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accumulation,
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.learning_rate,
@@ -151,11 +153,24 @@ def finetuned_model(
     work = path.with_name(path.name + ".work")
     model, tokenizer = load_model(str(base), seed=profile.seed)
     history = finetune(model, tokenizer, records, cfg, work, seed=profile.seed, progress=progress)
-    with atomic_dir(path, config, overwrite=force) as tmp:
-        save_model(model, tokenizer, tmp)
-        (tmp / "log_history.json").write_text(json.dumps(history, indent=1))
-    shutil.rmtree(work, ignore_errors=True)
+    if is_main_process():  # under accelerate every process holds the same weights: one writes them
+        with atomic_dir(path, config, overwrite=force) as tmp:
+            save_model(model, tokenizer, tmp)
+            (tmp / "log_history.json").write_text(json.dumps(history, indent=1))
+        shutil.rmtree(work, ignore_errors=True)
+    wait_for_everyone()
     return path
+
+
+def is_main_process() -> bool:
+    """True in a single process, and in process 0 of a torch.distributed group."""
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+
+def wait_for_everyone() -> None:
+    """A barrier when torch.distributed is initialised (so no process reads an entry before it is written)."""
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def load_log_history(model_dir: Path) -> list[dict]:

@@ -33,7 +33,7 @@ from .data import Benchmark, refusals
 from .losses import LOSSES, DualVariable, Method, ModelIO
 from .models import load_model, save_model
 from .tokenization import Collator, encode_qa, encode_records, pad_id
-from .training import check_finite, records_info, training_arguments
+from .training import check_finite, is_main_process, records_info, training_arguments, wait_for_everyone
 
 METHODS = tuple(LOSSES)
 
@@ -315,9 +315,11 @@ def unlearned_model(
     work = path.with_name(path.name + ".work")
     model, tokenizer = load_model(str(target))
     result = unlearn(model, tokenizer, benchmark, cfg, work, evaluate=evaluate, progress=progress)
-    with atomic_dir(path, config, overwrite=force) as tmp:
-        save_model(model, tokenizer, tmp)
-        (tmp / "log_history.json").write_text(json.dumps(result.history, indent=1))
-        (tmp / "trajectory.json").write_text(json.dumps(result.trajectory, indent=1, default=float))
-    shutil.rmtree(work, ignore_errors=True)
+    if is_main_process():
+        with atomic_dir(path, config, overwrite=force) as tmp:
+            save_model(model, tokenizer, tmp)
+            (tmp / "log_history.json").write_text(json.dumps(result.history, indent=1))
+            (tmp / "trajectory.json").write_text(json.dumps(result.trajectory, indent=1, default=float))
+        shutil.rmtree(work, ignore_errors=True)
+    wait_for_everyone()
     return path

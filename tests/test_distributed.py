@@ -82,3 +82,23 @@ def test_retain_sampling_differs_per_process(runs):
     assert len(first) == len(second) == 2  # 4 forget answers split across 2 processes
     assert first != second
     assert len(single["retain_drawn_per_process"][0]) == 4
+
+
+def test_cli_under_two_processes_writes_one_complete_entry(tmp_path):
+    """``accelerate launch -m palu_perta unlearn``: both processes train, process 0 writes the cached
+    target and unlearned models, and a second launch finds them in the cache."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "TOKENIZERS_PARALLELISM": "false",
+           "PALU_PERTA_ARTIFACTS": str(tmp_path)}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "palu_perta", "unlearn", "--profile", "smoke", "--method", "ga", "--no-progress"]
+    first = subprocess.run(command, cwd=repo_root(), env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-4000:]
+    printed = [line for line in first.stdout.splitlines() if line.startswith("unlearned (ga): ")]
+    assert len(printed) == 1  # process 0 reports, process 1 stays quiet
+    complete = [p.parent.name.rsplit("-", 1)[0] for p in tmp_path.glob("*/*/artifact.json")]
+    assert sorted(c for c in complete if c.startswith("smoke-")) == ["smoke-ga", "smoke-target"]
+    assert not list(tmp_path.glob("*/*.work")) and not list(tmp_path.glob("*/.*tmp-*"))  # nothing half-written
+    second = subprocess.run(command, cwd=repo_root(), env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0 and printed[0] in second.stdout
+    assert "train_runtime" not in second.stdout + second.stderr  # from the cache, no training

@@ -220,3 +220,30 @@ def test_cli_evaluate(tmp_path, capsys, monkeypatch, bench, result):
                      "--out", str(tmp_path / "x"), "--no-progress"])
     assert code == 2
     assert "another forget set" in capsys.readouterr().err
+
+
+def test_cli_finetune_and_unlearn_errors_before_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PALU_PERTA_ARTIFACTS", str(tmp_path))
+    for argv, message in [
+        (["unlearn", "--profile", "smoke", "--method", "forgetful"], "method='forgetful' is not known"),
+        (["unlearn", "--profile", "smoke", "--hyper", "{top_k: 3}"], "--hyper / --budget must be JSON objects"),
+        (["unlearn", "--profile", "smoke", "--method", "palu", "--hyper", '{"topk": 3}'], r"palu has no hyperparameter"),
+        (["unlearn", "--profile", "smoke", "--budget", '{"learning_rate": -1}'], "learning_rate=-1 is out of range"),
+        (["finetune", "--profile", "laptop"], "unknown profile 'laptop'"),
+        (["finetune", "--profile", "smoke", "--data", str(tmp_path / "nowhere")], "does not exist"),
+    ]:
+        assert cli.main(argv + ["--no-progress"]) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert not list(tmp_path.glob("*/*"))  # nothing trained or written
+
+
+def test_cli_finetune_trains_or_reads_the_cache(capsys):
+    from pathlib import Path
+
+    from palu_perta.config import artifacts_root
+
+    assert cli.main(["finetune", "--profile", "smoke", "--role", "retain", "--no-progress"]) == 0
+    path = capsys.readouterr().out.split("retain: ")[1].strip()
+    assert Path(path).parent == artifacts_root() / "models" and (Path(path) / "model.safetensors").is_file()
+    assert cli.main(["finetune", "--profile", "smoke", "--role", "retain", "--no-progress"]) == 0
+    assert f"retain: {path}" in capsys.readouterr().out
