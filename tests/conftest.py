@@ -1,5 +1,7 @@
-"""Shared fixtures. Tests run on the smoke profile with a per-session artifacts directory
-unless PALU_PERTA_ARTIFACTS is set (the SmolLM2 tokenizer conversion is cached there)."""
+"""Shared fixtures. Tests run on the smoke profile. They share the checkout's artifacts directory
+(or $PALU_PERTA_ARTIFACTS): its entries are keyed by configuration and named by profile, so smoke
+entries never stand in for cpu ones, and the SmolLM2 conversion is done once. Tests that check what
+gets written use their own temporary directory."""
 
 from __future__ import annotations
 
