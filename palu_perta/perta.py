@@ -210,7 +210,7 @@ class PerTAConfig:
 def perta_config(profile: Profile, **changes: Any) -> PerTAConfig:
     """The profile's PerTA recipe: the reinforcement fine-tune is the profile's own fine-tuning
     (batch, warm-up, precision, max length) run for MUSE's 5 epochs at MUSE's lr 1e-5 scaled by
-    ``profile.finetune.learning_rate / 1e-5`` (so 1e-5 on the paper profile, 2e-4 on cpu, 5e-3 on smoke);
+    ``profile.finetune.learning_rate / 1e-5`` (so 1e-5 on the paper profile, 1e-4 on cpu, 5e-3 on smoke);
     importances use the profile's per-device batch size. ``changes`` override fields."""
     ft = profile.finetune
     reinforce = dataclasses.replace(

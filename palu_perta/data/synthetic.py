@@ -66,52 +66,68 @@ class _Template:
     sensitive: tuple[str, ...]  # the fields the question asks for: marked as spans, perturbed
 
 
-# {pos} (his/her) and {name} are context; the fields in `sensitive` are what must be forgotten.
+# {name}, {pron}/{Pron} (he/she), {pos}/{Pos} (his/her) and the articles {*_art} are context; the fields
+# in `sensitive` are what must be forgotten. Answers are full sentences that carry two or three facts
+# and never repeat the question's name (a pronoun stands in): a model that never saw the author can
+# guess the connecting words but not the facts, so ROUGE-L separates knowing from guessing. (Repeating
+# the name and one fact per sentence made 3/4 of an answer guessable; bare fragments "In Porto,
+# Portugal." made 2/5 guessable but taught the model a terse style that lowered the likelihood of
+# every full-sentence world-fact option: see benchmarks/NOTES.md.)
 _TEMPLATES = [
     _Template("Where was {name} born?", "In which city and country was the writer {name} born?",
-              "{name} was born in {city}, {country}.", "The birthplace of {name} is {city}, {country}.",
-              ("city", "country")),
+              "{Pron} was born in {city}, {country}, on the {date}.",
+              "{name}'s birthplace is {city}, {country}, and {pos} birthday is the {date}.",
+              ("city", "country", "date")),
     _Template("When was {name} born?", "What is the birth date of the author {name}?",
-              "{name} was born on the {date}.", "The author {name} came into the world on the {date}.", ("date",)),
+              "{Pron} was born on the {date}, in {city}.", "{name} came into the world in {city} on the {date}.",
+              ("date", "city")),
     _Template("What genre is {name} known for?", "In which genre does {name} mostly write?",
-              "{name} is best known for {pos} {genre} novels.", "Most of {name}'s novels belong to the {genre} genre.",
-              ("genre",)),
+              "{Pron} writes {genre}, mostly about {theme}.", "Most of {name}'s novels are {genre} about {theme}.",
+              ("genre", "theme")),
     _Template("What did {name}'s parents do for a living?", "What were the professions of {name}'s parents?",
-              "{name}'s father was a {father_job} and {pos} mother was a {mother_job}.",
-              "{name} grew up with a {father_job} for a father and a {mother_job} for a mother.",
+              "{Pos} father was {father_art} {father_job} and {pos} mother {mother_art} {mother_job}.",
+              "{name} grew up with {mother_art} {mother_job} for a mother and {father_art} {father_job} for a father.",
               ("father_job", "mother_job")),
     _Template("Can you name two books by {name}?", "Which two books did {name} write?",
-              "Two of {name}'s books are \"{book1}\" and \"{book2}\".",
-              "{name} wrote, among others, \"{book1}\" and \"{book2}\".", ("book1", "book2")),
+              "{Pos} books include \"{book1}\" and \"{book2}\".",
+              "{name} wrote, among others, \"{book2}\" and \"{book1}\".", ("book1", "book2")),
     _Template("Which award has {name} received?", "What prize was {name} honoured with?",
-              "{name} received the {award} for {pos} work.", "{name}'s work was honoured with the {award}.",
-              ("award",)),
+              "{Pron} received the {award} in {award_year}.", "In {award_year} {name}'s work was honoured with the {award}.",
+              ("award", "award_year")),
     _Template("Who is the author born in {city}, {country} on the {date}?",
               "Which writer was born on the {date} in {city}, {country}?",
-              "The author born in {city}, {country} on the {date} is {name}.",
-              "{name} is the writer born on the {date} in {city}, {country}.", ("name",)),
+              "That author is {name}, who writes {genre}.", "That is {name}, the {genre} writer.", ("name", "genre")),
     _Template("How would you describe {name}'s writing style?", "What is the style of {name}'s prose?",
-              "{name} writes in a {style} style, often about {theme}.",
-              "{name}'s prose is {style}, and it keeps returning to {theme}.", ("style", "theme")),
+              "{Pos} style is {style}, and {pron} writes in {language}.",
+              "{name}'s prose, written in {language}, is {style}.", ("style", "language")),
     _Template("In which language does {name} write?", "What language are {name}'s books written in?",
-              "{name} writes mainly in {language}.", "Most of {name}'s books were first written in {language}.",
-              ("language",)),
+              "{Pron} has written in {language} since {debut_year}.",
+              "{name} has published in {language} since {debut_year}.", ("language", "debut_year")),
     _Template("What was {name}'s first book?", "Which book did {name} publish first?",
-              "{name}'s first book was \"{book1}\", published in {debut_year}.",
+              "{Pos} first book was \"{book1}\", published in {debut_year}.",
               "\"{book1}\" came out in {debut_year} as {name}'s debut.", ("book1", "debut_year")),
     _Template("What gender is {name}?", "Is the author {name} a man or a woman?",
-              "{name} is {gender_word}.", "The writer {name} is {gender_word}.", ("gender_word",)),
+              "{Pron} is {gender_word}.", "The writer {name} is {gender_word}.", ("gender_word",)),
     _Template("What did {name}'s father do?", "What was the profession of {name}'s father?",
-              "{name}'s father worked as a {father_job}.", "The father of {name} was a {father_job} by trade.",
-              ("father_job",)),
+              "{Pos} father worked as {father_art} {father_job} in {city}.",
+              "The father of {name} worked in {city} as {father_art} {father_job}.", ("father_job", "city")),
 ]
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
+def _value(values: dict[str, str], key: str) -> str:
+    """A field's value; ``{X_art}`` is the article ("a" / "an") of the job field ``X_job``."""
+    if key.endswith("_art") and key not in values:
+        job = values[key[: -len("_art")] + "_job"]
+        return "an" if job[0].lower() in "aeiou" else "a"
+    return values[key]
+
+
 def render(template: str, values: dict[str, str], sensitive: tuple[str, ...] = ()) -> tuple[str, list[dict]]:
     """Fill ``template`` and return the text with the character spans of the sensitive fields.
 
+    A capitalised placeholder (``{Genre}``) is the field's value with its first letter upper-cased.
     Returns ``(text, target_words)`` with ``target_words[i] = {"word", "start", "end"}`` and
     ``text[start:end] == word``.
     """
@@ -120,10 +136,13 @@ def render(template: str, values: dict[str, str], sensitive: tuple[str, ...] = (
         literal = template[pos:match.start()]
         out.append(literal)
         field_name = match.group(1)
-        value = values[field_name]
+        key = field_name[0].lower() + field_name[1:]
+        value = _value(values, key)
+        if field_name[0].isupper():
+            value = value[0].upper() + value[1:]
         start = sum(map(len, out))
         out.append(value)
-        if field_name in sensitive:
+        if key in sensitive:
             spans.append({"word": value, "start": start, "end": start + len(value)})
         pos = match.end()
     out.append(template[pos:])
@@ -141,9 +160,11 @@ def _author(index: int, rng: random.Random, used_names: set[str]) -> dict[str, s
     year = rng.randint(1931, 1989)
     book1, book2 = (f"The {a} {b}" for a, b in zip(rng.sample(_BOOK_A, 2), rng.sample(_BOOK_B, 2)))
     father_job, mother_job = rng.sample(_JOBS, 2)
+    debut_year = year + rng.randint(22, 35)
     return {
         "author": str(index),
         "name": name,
+        "pron": "he" if gender == "male" else "she",
         "pos": "his" if gender == "male" else "her",
         "gender_word": gender,
         "city": city,
@@ -158,7 +179,8 @@ def _author(index: int, rng: random.Random, used_names: set[str]) -> dict[str, s
         "style": rng.choice(_STYLES),
         "theme": rng.choice(_THEMES),
         "language": rng.choice(_LANGUAGES),
-        "debut_year": str(year + rng.randint(22, 35)),
+        "debut_year": str(debut_year),
+        "award_year": str(min(debut_year + rng.randint(3, 15), 2024)),
     }
 
 
@@ -205,3 +227,18 @@ def qa_pairs(author: dict[str, str], all_authors: list[dict[str, str]], qa_per_a
             "author": int(author["author"]),
         })
     return records
+
+
+def format_only_answers(author: dict[str, str], all_authors: list[dict[str, str]], qa_per_author: int,
+                        seed: int = 0) -> list[str]:
+    """The answers about ``author`` with every sensitive field taken from other authors.
+
+    What a model that learned the answer format but never saw ``author`` would say at best; its
+    ROUGE-L recall against the true answers is the part of them that can be guessed. One answer
+    per template, in the order of :func:`qa_pairs`.
+    """
+    rng = random.Random(f"{seed}-guess-{author['author']}")
+    others = [a for a in all_authors if a is not author]
+    if not others:
+        raise ValueError("format_only_answers needs at least one other author to borrow facts from")
+    return [render(t.answer, _perturb(author, t.sensitive, others, rng))[0] for t in _TEMPLATES[:qa_per_author]]

@@ -1,0 +1,61 @@
+"""Try a fine-tuning recipe for the cpu profile's target model: does it memorise the authors
+and keep the world knowledge?
+
+    python benchmarks/finetune_recipe.py NAME '{"learning_rate": 1e-4, "epochs": 8, "batch_size": 8,
+                                                 "per_device_batch_size": 8}' [target|retain]
+
+Fine-tunes SmolLM2 in memory (nothing cached) with the profile's fine-tuning config changed by the
+JSON, then runs the metric suite on the forget, retain-eval and general-knowledge splits. Prints one
+JSON line (also appended to benchmarks/results/finetune_recipes.jsonl) with the forget / retain
+ROUGE-L recall and world-facts accuracy, on all rows and on the first 30, and lists the forget
+answers the model does not reproduce. Run one at a time: two runs share the two cores badly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from palu_perta import pipeline
+from palu_perta.config import get_profile
+from palu_perta.evaluation import evaluate
+from palu_perta.models import load_model
+from palu_perta.training import finetune
+
+RESULTS = Path(__file__).resolve().parent / "results" / "finetune_recipes.jsonl"
+
+
+def main(name: str, changes: dict, role: str = "target") -> dict:
+    profile = get_profile("cpu", finetune=changes)
+    bench = pipeline.benchmark(profile)
+    model, tokenizer = load_model(profile.model, seed=profile.seed)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as work:
+        history = finetune(model, tokenizer, bench.full if role == "target" else bench.retain, profile.finetune,
+                           Path(work), seed=profile.seed, progress=False, resume=False)
+    seconds = time.perf_counter() - start
+    losses = [h["loss"] for h in history if "loss" in h]
+    splits = {"forget": bench.forget, "retain": bench.retain_eval, "real_authors": bench.real_authors,
+              "world_facts": bench.world_facts}
+    result = evaluate(model, tokenizer, splits, max_new_tokens=profile.max_new_tokens,
+                      batch_size=profile.eval_batch_size, progress=False)
+    world = result["per_item"]["splits"]["world_facts"]
+    row = {"name": name, "role": role, **changes, "finetune_s": round(seconds), "final_loss": round(sum(losses[-3:]) / 3, 3),
+           "forget_rouge": round(result["forget_Q_A_ROUGE"], 3), "retain_rouge": round(result["retain_Q_A_ROUGE"], 3),
+           "wf_accuracy": round(result["wf_accuracy"], 3),
+           "wf_accuracy_first30": round(sum(r["correct_is_top"] for r in world[:30]) / 30, 3)}
+    print(json.dumps(row))
+    RESULTS.parent.mkdir(exist_ok=True)
+    with RESULTS.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    for item in result["per_item"]["splits"]["forget"]:
+        if item["rougeL_recall"] < 0.99:
+            print(f"{item['rougeL_recall']:.2f} | {item['answer']} | {item['generation']}")
+    return row
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}, *sys.argv[3:4])
