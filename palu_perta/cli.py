@@ -34,11 +34,7 @@ class Command:
 
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="'tiny', 'smollm2', a model directory or a hub id")
-    parser.add_argument("--data", default=None,
-                        help="'synthetic', 'tofu' or a directory of TOFU-format JSON (default: the profile's)")
-    parser.add_argument("--forget-split", default=None, choices=["forget01", "forget05", "forget10"],
-                        help="default: the profile's")
-    parser.add_argument("--profile", default=None, help="smoke | cpu | paper (default: $PALU_PERTA_PROFILE or cpu)")
+    _common_arguments(parser)
     parser.add_argument("--retain-results", default=None,
                         help="the retain model's per_item.json (or its directory): enables forget_quality, privleak")
     parser.add_argument("--out", required=True, help="directory for summary.json and per_item.json")
@@ -46,8 +42,6 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: the profile's eval_batch_size")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="bf16 autocast (default: off on the CPU, where it moves the metrics; see evaluation.py)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from .config import get_profile
