@@ -56,23 +56,26 @@ def test_logged_losses_match(runs, part):
     torch.testing.assert_close(torch.tensor(launched[part]), torch.tensor(single[part]), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("part", ["finetuned", "unlearned"])
-def test_trained_weights_match(runs, part):
-    (_, single), (_, launched) = runs
+def _assert_part_matches(single, launched, part, rtol, atol):
+    """Every tensor saved under ``part.`` agrees between the two runs; returns their names."""
     names = [k for k in single if k.startswith(part + ".")]
     assert names
     for name in names:
-        torch.testing.assert_close(launched[name], single[name], rtol=0, atol=5e-5, msg=name)
+        torch.testing.assert_close(launched[name], single[name], rtol=rtol, atol=atol, msg=name)
+    return names
+
+
+@pytest.mark.parametrize("part", ["finetuned", "unlearned"])
+def test_trained_weights_match(runs, part):
+    (_, single), (_, launched) = runs
+    _assert_part_matches(single, launched, part, rtol=0, atol=5e-5)
 
 
 @pytest.mark.parametrize("method", ["grad", "fisher"])
 def test_importances_are_reduced_across_processes(runs, method):
     """Each process scores half of the batches; the all-reduced result is the whole data set's."""
     (_, single), (_, launched) = runs
-    names = [k for k in single if k.startswith(method + ".")]
-    assert names
-    for name in names:
-        torch.testing.assert_close(launched[name], single[name], rtol=1e-4, atol=1e-7, msg=name)
+    names = _assert_part_matches(single, launched, method, rtol=1e-4, atol=1e-7)
     assert sum(float(single[n].sum()) for n in names) > 0
 
 

@@ -76,7 +76,7 @@ KILLED_UNLEARNING = textwrap.dedent("""
     from transformers import TrainerCallback
     from palu_perta.models import load_model
     from palu_perta.unlearn import UnlearnConfig, unlearn
-    from tests.test_resume import METHOD_HYPER, RECORDS_BENCH, UNLEARN_CFG
+    from tests.test_resume import METHOD_HYPER, RECORDS_BENCH, UNLEARN_CFG, weight_sum
     method = sys.argv[2]
 
     class KillAfterEpoch2(TrainerCallback):
@@ -87,9 +87,14 @@ KILLED_UNLEARNING = textwrap.dedent("""
     model, tokenizer = load_model("tiny", seed=0)
     cfg = UnlearnConfig(**{**UNLEARN_CFG, "method": method, "hyper": METHOD_HYPER[method]})
     unlearn(model, tokenizer, RECORDS_BENCH, cfg, sys.argv[1], progress=False,
-            callbacks=[KillAfterEpoch2()], evaluate=lambda m: {"probe": float(sum(p.detach().double().sum() for p in m.parameters()))})
+            callbacks=[KillAfterEpoch2()], evaluate=weight_sum)
 """)
-RECORDS_BENCH = synthetic_benchmark(3, 4, "forget10", 0)  # one forget author, 4 answers: 2 steps an epoch
+RECORDS_BENCH = synthetic_benchmark(3, 4, "forget10", 0)
+
+
+def weight_sum(model):
+    """The per-epoch 'evaluation' of the unlearning resume test: a checksum of the weights."""
+    return {"probe": float(sum(p.detach().double().sum() for p in model.parameters()))}  # one forget author, 4 answers: 2 steps an epoch
 
 
 def _unlearn(out, method, resume=True):
@@ -98,7 +103,7 @@ def _unlearn(out, method, resume=True):
     model, tokenizer = load_model("tiny", seed=0)
     cfg = UnlearnConfig(**{**UNLEARN_CFG, "method": method, "hyper": METHOD_HYPER[method]})
     result = unlearn(model, tokenizer, RECORDS_BENCH, cfg, out, progress=False, resume=resume,
-                     evaluate=lambda m: {"probe": float(sum(p.detach().double().sum() for p in m.parameters()))})
+                     evaluate=weight_sum)
     return model, result
 
 
