@@ -31,13 +31,14 @@ figures: reproduce
 # One thread per worker: two pytest workers on two cores, no oversubscription.
 test: install
 	PALU_PERTA_PROFILE=smoke OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks
+		--nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks solutions
 
 test-fast: install
 	PALU_PERTA_PROFILE=smoke OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile tests -m "not notebooks"
 
 # Speed measurements: they print tables (and write JSON under benchmarks/results/); nothing is asserted on time.
 bench: install
+	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/eval_speed.py
 	$(PY) benchmarks/unlearn_steps.py
 

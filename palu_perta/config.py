@@ -70,8 +70,15 @@ class FinetuneConfig:
     bf16: bool = True
     max_length: int = 256
     lr_scheduler: str = "linear"
+    # Parameters kept at their pre-trained values: a parameter whose name contains one of these
+    # strings gets no gradient (e.g. ("embed_tokens",) keeps the tied embedding and output matrix).
+    frozen: tuple[str, ...] = ()
+    # Decoupled pull towards the starting weights (L2-SP): after every optimiser step,
+    # theta <- theta - lr * anchor * (theta - theta_start). 0 turns it off.
+    anchor: float = 0.0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "frozen", tuple(self.frozen))
         if not 0 < self.learning_rate <= 1:
             raise ValueError(f"learning_rate={self.learning_rate} is out of range; use 0 < learning_rate <= 1")
         if self.epochs <= 0:
@@ -80,6 +87,19 @@ class FinetuneConfig:
             raise ValueError("batch_size and per_device_batch_size must be >= 1")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio={self.warmup_ratio} is out of range; use 0 <= warmup_ratio < 1")
+        if not (self.anchor >= 0 and self.learning_rate * self.anchor < 1):
+            raise ValueError(f"anchor={self.anchor} is out of range; use 0 <= anchor < 1 / learning_rate "
+                             "(the pull per step, lr * anchor, must stay below 1)")
+
+    def cache_key(self) -> dict[str, Any]:
+        """The fields that identify a fine-tune in a cache key (``frozen`` and ``anchor`` only when they
+        are set, so entries written before the fields existed stay valid)."""
+        key = dataclasses.asdict(self)
+        key["frozen"] = list(self.frozen)
+        for name in ("frozen", "anchor"):
+            if not key[name]:
+                del key[name]
+        return key
 
 
 @dataclass(frozen=True)

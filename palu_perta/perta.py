@@ -419,7 +419,7 @@ def unlearned(
         "method": method,
         "lam": float(lam),
         "target": model_key(target_dir),
-        "reinforce": {"data": records_info(bench.source, bench.forget), "finetune": dataclasses.asdict(cfg.reinforce),
+        "reinforce": {"data": records_info(bench.source, bench.forget), "finetune": cfg.reinforce.cache_key(),
                       "seed": profile.seed},
     }
     if method != "tv":
@@ -466,7 +466,7 @@ def sweep(
             if log:
                 print(f"{method:13s} lambda={lam:<7g} forget ROUGE-L {ev.summary['forget_Q_A_ROUGE']:.3f}  "
                       f"MU {ev.summary['model_utility']:.3f}  FQ {ev.summary['forget_quality']:.3g}  "
-                      f"[{seconds:.0f} s]", flush=True)
+                      f"[{seconds:.0f} s; {meta.get('wall_time_s') or 0:.0f} s to evaluate when built]", flush=True)
     return rows
 
 

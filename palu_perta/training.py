@@ -105,6 +105,9 @@ def finetune(
     dataset = [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]
     output_dir = Path(output_dir)
     args = training_arguments(cfg, output_dir, seed, progress, save_checkpoints=resume)
+    frozen = freeze_parameters(model, cfg.frozen)
+    if cfg.anchor:
+        callbacks = [*callbacks, AnchorToStart(model, cfg.anchor)]
     model.train()
     trainer = GuardedTrainer(
         model=model,
@@ -115,14 +118,59 @@ def finetune(
         callbacks=list(callbacks),
     )
     has_checkpoint = resume and any(output_dir.glob("checkpoint-*"))
-    trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
+    try:
+        trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
+    finally:
+        for parameter in frozen:
+            parameter.requires_grad_(True)
     model.eval()
     return trainer.state.log_history
 
 
+class AnchorToStart(TrainerCallback):
+    """L2-SP as decoupled decay: after each optimiser step, theta <- theta - lr * anchor * (theta - theta_start).
+
+    ``theta_start`` is copied when the callback is made (before training, so a resumed run anchors to the
+    same weights). Costs one float32 copy of the trainable parameters.
+    """
+
+    def __init__(self, model: torch.nn.Module, anchor: float) -> None:
+        self.anchor = float(anchor)
+        self.start = {name: p.detach().float().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def on_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):  # noqa: D102
+        pull = optimizer.param_groups[0]["lr"] * self.anchor
+        for name, parameter in model.named_parameters():
+            start = self.start.get(name.removeprefix("module."))
+            if start is not None:
+                parameter.add_((start.to(parameter.dtype) - parameter), alpha=pull)
+
+
+def freeze_parameters(model: torch.nn.Module, patterns: Sequence[str]) -> list[torch.nn.Parameter]:
+    """Turn off gradients of every parameter whose name contains one of ``patterns``.
+
+    Returns the parameters frozen (so the caller can turn them back on). A pattern that names no
+    parameter is an error: a typo would otherwise silently train everything.
+    """
+    if not patterns:
+        return []
+    names = [name for name, _ in model.named_parameters()]
+    for pattern in patterns:
+        if not any(pattern in name for name in names):
+            raise ValueError(f"frozen pattern {pattern!r} matches no parameter of the model; "
+                             f"parameter names look like {names[:3]}")
+    frozen = [p for name, p in model.named_parameters() if any(pattern in name for pattern in patterns)]
+    if len(frozen) == len(names):
+        raise ValueError(f"frozen={tuple(patterns)} freezes every parameter; nothing would be trained")
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    return frozen
+
+
 def finetune_config(profile: Profile, role: str, data_info: dict[str, Any], base: str, cfg: FinetuneConfig) -> dict[str, Any]:
     """Everything that determines a fine-tuned model, for its cache key."""
-    return {"role": role, "base": base, "data": data_info, "finetune": dataclasses.asdict(cfg), "seed": profile.seed}
+    return {"role": role, "base": base, "data": data_info, "finetune": cfg.cache_key(), "seed": profile.seed}
 
 
 def finetuned_model(

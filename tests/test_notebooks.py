@@ -17,8 +17,11 @@ pytestmark = pytest.mark.notebooks
 
 
 def test_notebooks_are_numbered_and_have_a_parameters_cell():
-    notebooks = list_notebooks()
-    assert [p.name for p in notebooks][:2] == ["01_data.ipynb", "02_finetune.ipynb"]
+    every = list_notebooks()
+    notebooks = [p for p in every if p.parent.name == "notebooks"]
+    assert [p.name for p in notebooks][:3] == ["00_quickstart.ipynb", "01_data.ipynb", "02_finetune.ipynb"]
+    assert every[:len(notebooks)] == notebooks  # the tutorial first, then solutions/ (no parameters: no model)
+    assert all(p.parent.name == "solutions" for p in every[len(notebooks):])
     for path in notebooks:
         nb = json.loads(path.read_text())
         assert nb["metadata"]["kernelspec"]["name"] == "python3", path

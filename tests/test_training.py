@@ -95,3 +95,46 @@ def test_non_finite_finetune_loss_stops_with_step_and_batch(tiny, tmp_path):
                                                  r"lower the learning rate or check the data"):
         finetune(model, tokenizer, records, FAST, tmp_path / "run", progress=False)
     assert not list((tmp_path / "run").glob("checkpoint-*"))
+
+
+def test_frozen_parameters_keep_their_values_and_get_their_gradients_back(tiny, tmp_path):
+    model, tokenizer = tiny
+    records = synthetic_benchmark(3, 4, "forget10", 0).full
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    cfg = FinetuneConfig(**{**FAST.__dict__, "frozen": ["embed_tokens", "layers.0."]})
+    finetune(model, tokenizer, records, cfg, tmp_path / "run", progress=False, resume=False)
+    for name, parameter in model.named_parameters():
+        frozen = "embed_tokens" in name or "layers.0." in name
+        assert torch.equal(parameter, before[name]) == frozen, name
+        assert parameter.requires_grad  # turned back on: unlearning trains every parameter
+
+
+def test_frozen_pattern_that_names_nothing_is_an_error(tiny, tmp_path):
+    model, tokenizer = tiny
+    records = synthetic_benchmark(3, 2, "forget10", 0).full
+    cfg = FinetuneConfig(**{**FAST.__dict__, "frozen": ["embed_token5"]})
+    with pytest.raises(ValueError, match="'embed_token5' matches no parameter"):
+        finetune(model, tokenizer, records, cfg, tmp_path / "run", progress=False, resume=False)
+
+
+def test_anchor_pulls_the_weights_towards_the_start(tokenizer, tmp_path):
+    from palu_perta.models import tiny_model
+
+    records = synthetic_benchmark(3, 4, "forget10", 0).full
+    distance = {}
+    for anchor in (0.0, 50.0):
+        model = tiny_model(tokenizer, seed=0)
+        start = {name: p.detach().clone() for name, p in model.named_parameters()}
+        cfg = FinetuneConfig(**{**FAST.__dict__, "anchor": anchor})
+        finetune(model, tokenizer, records, cfg, tmp_path / f"run{anchor}", progress=False, resume=False)
+        distance[anchor] = sum((p.detach() - start[n]).pow(2).sum() for n, p in model.named_parameters()).sqrt().item()
+    assert distance[50.0] < 0.7 * distance[0.0]
+    with pytest.raises(ValueError, match="anchor"):
+        FinetuneConfig(learning_rate=1e-2, anchor=100.0)
+
+
+def test_cache_key_leaves_out_unset_new_fields():
+    key = FAST.cache_key()
+    assert "frozen" not in key and "anchor" not in key  # entries cached before the fields existed stay valid
+    both = FinetuneConfig(**{**FAST.__dict__, "frozen": ("embed_tokens",), "anchor": 10.0}).cache_key()
+    assert both["frozen"] == ["embed_tokens"] and both["anchor"] == 10.0
