@@ -5,7 +5,7 @@ and keep the world knowledge?
                                                  "per_device_batch_size": 8}' [target|retain]
 
 Fine-tunes SmolLM2 in memory (nothing cached) with the profile's fine-tuning config changed by the
-JSON, then runs the metric suite on the forget, retain-eval and general-knowledge splits. Prints one
+JSON (its ``"replay": n`` key adds n everyday prompts answered by the base model to the training set), then runs the metric suite on the forget, retain-eval and general-knowledge splits. Prints one
 JSON line (also appended to benchmarks/results/finetune_recipes.jsonl) with the forget / retain
 ROUGE-L recall and world-facts accuracy, on all rows and on the first 30, and lists the forget
 answers the model does not reproduce. Run one at a time: two runs share the two cores badly.
@@ -28,13 +28,50 @@ from palu_perta.training import finetune
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune_recipes.jsonl"
 
 
+# Replay prompts (``"replay": n`` in the JSON): everyday instructions, no trivia, so that none of them
+# asks what world_facts or real_authors test. The base model's own answers become training targets.
+ACTIVITIES = ["cooking rice", "learning to swim", "writing an email", "planting tomatoes", "saving money", "running a first marathon",
+              "keeping a houseplant alive", "packing a suitcase", "learning a new language", "sleeping better",
+              "painting a room", "baking bread", "starting a journal", "cleaning a kitchen", "making new friends",
+              "studying for an exam", "riding a bike in the rain", "organising a desk", "giving a short speech",
+              "taking better photos", "walking a dog", "brewing tea", "fixing a flat tyre", "hosting a dinner"]
+THINGS = ["a rainy morning", "a busy market", "an old wooden chair", "a quiet library", "a summer picnic", "a snowy street",
+          "a cup of hot chocolate", "a crowded train", "a garden at dusk", "a new pair of shoes", "a birthday party",
+          "a lighthouse", "a sleepy cat", "a bakery at dawn", "a thunderstorm", "a mountain path", "a school playground",
+          "a kitchen table", "a harbour at night", "an autumn forest", "a bicycle", "a campfire", "a bookshop", "a kite"]
+REPLAY_QUESTIONS = ([f"Give me one tip for {a}." for a in ACTIVITIES] + [f"Describe {t} in one sentence." for t in THINGS]
+                    + [f"Why do people enjoy {a}?" for a in ACTIVITIES] + [f"Write a short sentence about {t}." for t in THINGS])
+
+
+def replay_records(model, tokenizer, n: int) -> list[dict]:
+    """The base model's greedy answers to ``n`` replay prompts, cut after their last full sentence."""
+    from palu_perta.evaluation import generate_answers
+
+    questions = REPLAY_QUESTIONS[:n]
+    answers = generate_answers(model, tokenizer, questions, max_new_tokens=64, batch_size=32, progress=False)
+    records = []
+    for question, answer in zip(questions, answers):
+        end = max(answer.rfind(". "), answer.rfind("! "), answer.rfind("? "), *(len(answer) - 1 for c in ".!?" if answer.endswith(c)))
+        if end > 0:
+            records.append({"question": question, "answer": answer[:end + 1].strip()})
+    return records
+
+
 def main(name: str, changes: dict, role: str = "target") -> dict:
+    changes = dict(changes)
+    n_replay = changes.pop("replay", 0)
     profile = get_profile("cpu", finetune=changes)
     bench = pipeline.benchmark(profile)
     model, tokenizer = load_model(profile.model, seed=profile.seed)
+    records = list(bench.full if role == "target" else bench.retain)
+    if n_replay:
+        replay = replay_records(model, tokenizer, n_replay)
+        print(f"{len(replay)} replay answers, e.g. {replay[0]}", flush=True)
+        records += replay
+        changes["replay"] = len(replay)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
-        history = finetune(model, tokenizer, bench.full if role == "target" else bench.retain, profile.finetune,
+        history = finetune(model, tokenizer, records, profile.finetune,
                            Path(work), seed=profile.seed, progress=False, resume=False)
     seconds = time.perf_counter() - start
     losses = [h["loss"] for h in history if "loss" in h]

@@ -95,6 +95,32 @@ def atomic_dir(path: Path, config: dict[str, Any] | None = None, overwrite: bool
         raise
 
 
+@contextlib.contextmanager
+def build_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the entry ``path`` while it is trained (blocking until it is free).
+
+    Two processes that train the same entry (two notebooks, or test workers, sharing one artifacts
+    directory) would otherwise share its ``.work`` checkpoint folder. The second one waits, then finds
+    the entry complete. Under a distributed launch (``WORLD_SIZE`` > 1) every process must train
+    together, so there is no lock; process 0 writes the entry. Without ``fcntl`` (Windows) no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        fcntl = None
+    if fcntl is None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        yield
+        return
+    path = Path(path)
+    _check_writable(path.parent)
+    with open(path.parent / f".{path.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same directory."""
     path = Path(path)

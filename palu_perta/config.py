@@ -199,6 +199,20 @@ UNLEARN_BUDGETS: dict[str, dict[str, Any]] = {
 }
 
 
+# How many lambdas the TV / PerTA sweeps evaluate per profile (notebooks 03 and 05, the results table).
+LAMBDA_GRID_POINTS: dict[str, int] = {"smoke": 2, "cpu": 4, "paper": 5}
+
+# The unlearning methods notebook 06 compares on one budget, and PALU's hyperparameters there
+# (K = 50, N = 3 from the paper's secondary notes; alpha = 1).
+UNLEARN_METHODS: tuple[str, ...] = ("ga", "graddiff", "npo", "simnpo", "me_gd", "pdu", "undial", "idk_dpo", "palu")
+PALU_HYPER: dict[str, Any] = {"top_k": 50, "first_n": 3, "alpha": 1.0}
+
+
+def lambda_grid_points(profile: Profile) -> int:
+    """How many lambdas a sweep of ``profile`` evaluates (a custom profile takes the ``cpu`` number)."""
+    return LAMBDA_GRID_POINTS.get(profile.name, LAMBDA_GRID_POINTS["cpu"])
+
+
 def unlearn_budget(profile: Profile) -> dict[str, Any]:
     """The unlearning budget of ``profile`` (by name; a custom profile takes the ``cpu`` one)."""
     return dict(UNLEARN_BUDGETS.get(profile.name, UNLEARN_BUDGETS["cpu"]))

@@ -538,6 +538,25 @@ def _palu_sum_over_k(logits: Tensor, ref_logits: Tensor, top_k: int) -> float:
     return float((z_k - logits.mean(-1, keepdim=True)).pow(2).sum(-1).mean())
 
 
+# ----------------------------------------------------------------------------- 08: results
+
+
+def _privleak_cases() -> list[Case]:
+    return [
+        Case((0.5, 0.5), "an unlearned model's MIA AUC 0.5, the retain model's 0.5"),
+        Case((0.9, 0.4), "AUC 0.9 (the forget set still looks like training data), retain model 0.4"),
+        Case((0.2, 0.45), "AUC 0.2 (looks less like training data than for the retain model), retain model 0.45"),
+    ]
+
+
+def _utility_cases() -> list[Case]:
+    return [
+        Case(([0.5] * 9,), "nine components of 0.5"),
+        Case(([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1],), "components 0.9, 0.8, ..., 0.1"),
+        Case(([0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.01],), "eight components of 0.9 and one of 0.01"),
+    ]
+
+
 # ----------------------------------------------------------------------------- the registry
 
 
@@ -742,6 +761,31 @@ EXERCISES: dict[str, Exercise] = _registry(
             Mistake(_palu_topk_mean_target, "the target c is the mean of the top-k logits. PALU's c is the mean "
                     "over the whole vocabulary, (1/|V|) sum_j z_j, with the gradient flowing through it."),
             Mistake(_palu_sum_over_k, "the squares are summed over the top-k; L_local averages them, (1/K) sum."),
+        ),
+    ),
+    Exercise(
+        "08.privleak", "PrivLeak from two MIA AUCs",
+        "my_privleak(auc, retain_auc) -> float (percent)",
+        lambda auc, ref: metrics.privleak(auc, ref), _privleak_cases,
+        mistakes=(
+            Mistake(lambda auc, ref: (auc - ref) / ref * 100,
+                    "the AUCs are compared directly. MUSE's PrivLeak compares 1 - AUC (how far the forget set is "
+                    "from looking like training data): ((1 - auc) - (1 - ref)) / (1 - ref) * 100, so the sign "
+                    "flips and the denominator is 1 - ref."),
+            Mistake(lambda auc, ref: ((1 - auc) - (1 - ref)) * 100,
+                    "the difference is not divided by the retain model's 1 - AUC: PrivLeak is relative to it."),
+        ),
+    ),
+    Exercise(
+        "08.model_utility", "Model utility from its nine components",
+        "my_model_utility(components) -> float (components: 9 numbers in [0, 1])",
+        lambda values: metrics.model_utility(values), _utility_cases,
+        mistakes=(
+            Mistake(lambda values: float(np.mean(values)),
+                    "this is the arithmetic mean. TOFU's model utility is the harmonic mean, n / sum(1/x): one "
+                    "collapsed component pulls it down, so a method cannot hide a broken ability behind good ones."),
+            Mistake(lambda values: float(np.exp(np.mean(np.log(values)))),
+                    "this is the geometric mean; TOFU's model utility is the harmonic mean, n / sum(1/x)."),
         ),
     ),
 )

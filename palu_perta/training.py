@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 
-from .artifacts import atomic_dir, entry_path, is_complete
+from .artifacts import atomic_dir, build_lock, entry_path, is_complete
 from .config import FinetuneConfig, Profile
 from .models import load_model, save_model
 from .tokenization import Collator, encode_records, pad_id
@@ -198,15 +198,18 @@ def finetuned_model(
     path = entry_path("models", f"{profile.name}-{role}", config)
     if is_complete(path, config) and not force:
         return path
-    work = path.with_name(path.name + ".work")
-    model, tokenizer = load_model(str(base), seed=profile.seed)
-    history = finetune(model, tokenizer, records, cfg, work, seed=profile.seed, progress=progress)
-    if is_main_process():  # under accelerate every process holds the same weights: one writes them
-        with atomic_dir(path, config, overwrite=force) as tmp:
-            save_model(model, tokenizer, tmp)
-            (tmp / "log_history.json").write_text(json.dumps(history, indent=1))
-        shutil.rmtree(work, ignore_errors=True)
-    wait_for_everyone()
+    with build_lock(path):  # another process training the same entry: wait for it, then reuse its model
+        if is_complete(path, config) and not force:
+            return path
+        work = path.with_name(path.name + ".work")
+        model, tokenizer = load_model(str(base), seed=profile.seed)
+        history = finetune(model, tokenizer, records, cfg, work, seed=profile.seed, progress=progress)
+        if is_main_process():  # under accelerate every process holds the same weights: one writes them
+            with atomic_dir(path, config, overwrite=force) as tmp:
+                save_model(model, tokenizer, tmp)
+                (tmp / "log_history.json").write_text(json.dumps(history, indent=1))
+            shutil.rmtree(work, ignore_errors=True)
+        wait_for_everyone()
     return path
 
 

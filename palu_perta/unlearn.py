@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
-from .artifacts import atomic_dir, atomic_write_json, entry_path, is_complete
+from .artifacts import atomic_dir, atomic_write_json, build_lock, entry_path, is_complete
 from .config import FinetuneConfig, Profile
 from .data import Benchmark, refusals
 from .losses import LOSSES, DualVariable, Method, ModelIO
@@ -312,14 +312,17 @@ def unlearned_model(
     path = entry_path("unlearned", f"{profile.name}-{cfg.method}", config)
     if is_complete(path, config) and not force:
         return path
-    work = path.with_name(path.name + ".work")
-    model, tokenizer = load_model(str(target))
-    result = unlearn(model, tokenizer, benchmark, cfg, work, evaluate=evaluate, progress=progress)
-    if is_main_process():
-        with atomic_dir(path, config, overwrite=force) as tmp:
-            save_model(model, tokenizer, tmp)
-            (tmp / "log_history.json").write_text(json.dumps(result.history, indent=1))
-            (tmp / "trajectory.json").write_text(json.dumps(result.trajectory, indent=1, default=float))
-        shutil.rmtree(work, ignore_errors=True)
-    wait_for_everyone()
+    with build_lock(path):  # another process running the same entry: wait for it, then reuse its model
+        if is_complete(path, config) and not force:
+            return path
+        work = path.with_name(path.name + ".work")
+        model, tokenizer = load_model(str(target))
+        result = unlearn(model, tokenizer, benchmark, cfg, work, evaluate=evaluate, progress=progress)
+        if is_main_process():
+            with atomic_dir(path, config, overwrite=force) as tmp:
+                save_model(model, tokenizer, tmp)
+                (tmp / "log_history.json").write_text(json.dumps(result.history, indent=1))
+                (tmp / "trajectory.json").write_text(json.dumps(result.trajectory, indent=1, default=float))
+            shutil.rmtree(work, ignore_errors=True)
+        wait_for_everyone()
     return path

@@ -138,3 +138,33 @@ def test_cache_key_leaves_out_unset_new_fields():
     assert "frozen" not in key and "anchor" not in key  # entries cached before the fields existed stay valid
     both = FinetuneConfig(**{**FAST.__dict__, "frozen": ("embed_tokens",), "anchor": 10.0}).cache_key()
     assert both["frozen"] == ["embed_tokens"] and both["anchor"] == 10.0
+
+
+def test_build_lock_makes_a_second_builder_wait(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from palu_perta.artifacts import build_lock
+
+    entry = tmp_path / "models" / "smoke-target-abc"
+    entry.parent.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from palu_perta.artifacts import build_lock\n"
+        f"with build_lock(Path({str(entry)!r})):\n    print('locked', flush=True); time.sleep(2)")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    start = time.perf_counter()
+    with build_lock(entry):
+        waited = time.perf_counter() - start
+    holder.wait(timeout=30)
+    assert waited > 1.0  # it waited for the other process to finish its build
+
+
+def test_build_lock_is_off_under_a_distributed_launch(tmp_path, monkeypatch):
+    from palu_perta.artifacts import build_lock
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with build_lock(tmp_path / "entry"):
+        pass
+    assert not list(tmp_path.iterdir())  # every process trains together: no lock file, no waiting
