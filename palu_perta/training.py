@@ -8,7 +8,6 @@ part-way resumes from its last epoch checkpoint when started again.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
