@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,18 +195,41 @@ def finetuned_model(
     cfg = cfg or profile.finetune
     config = finetune_config(profile, role, data_info, str(base), cfg)
     path = entry_path("models", f"{profile.name}-{role}", config)
+
+    def train(work: Path) -> tuple[PreTrainedModel, Any, dict[str, str]]:
+        model, tokenizer = load_model(str(base), seed=profile.seed)
+        history = finetune(model, tokenizer, records, cfg, work, seed=profile.seed, progress=progress)
+        return model, tokenizer, {"log_history.json": json.dumps(history, indent=1)}
+
+    return trained_entry(path, config, train, force=force)
+
+
+def trained_entry(
+    path: Path,
+    config: dict[str, Any],
+    train: Callable[[Path], tuple[PreTrainedModel, Any, dict[str, str]]],
+    *,
+    force: bool = False,
+) -> Path:
+    """The cached model entry ``path``, training it first if it is missing (or ``force``).
+
+    ``train(work)`` trains with its checkpoints in ``work`` (``path`` + ``.work``, so a killed run
+    resumes) and returns the model, its tokenizer and extra files (name -> text) to write beside it.
+    A second process training the same entry waits for the first and reuses its model; under
+    accelerate every process trains and process 0 writes the entry.
+    """
     if is_complete(path, config) and not force:
         return path
-    with build_lock(path):  # another process training the same entry: wait for it, then reuse its model
+    with build_lock(path):
         if is_complete(path, config) and not force:
             return path
         work = path.with_name(path.name + ".work")
-        model, tokenizer = load_model(str(base), seed=profile.seed)
-        history = finetune(model, tokenizer, records, cfg, work, seed=profile.seed, progress=progress)
+        model, tokenizer, files = train(work)
         if is_main_process():  # under accelerate every process holds the same weights: one writes them
             with atomic_dir(path, config, overwrite=force) as tmp:
                 save_model(model, tokenizer, tmp)
-                (tmp / "log_history.json").write_text(json.dumps(history, indent=1))
+                for name, text in files.items():
+                    (tmp / name).write_text(text)
             shutil.rmtree(work, ignore_errors=True)
         wait_for_everyone()
     return path

@@ -17,7 +17,6 @@ import copy
 import dataclasses
 import json
 import random
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +26,13 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
-from .artifacts import atomic_dir, atomic_write_json, build_lock, entry_path, is_complete
+from .artifacts import atomic_write_json, entry_path
 from .config import FinetuneConfig, Profile
 from .data import Benchmark, refusals
 from .losses import LOSSES, DualVariable, Method, ModelIO
-from .models import load_model, save_model
+from .models import load_model
 from .tokenization import Collator, encode_qa, encode_records, pad_id
-from .training import check_finite, is_main_process, records_info, training_arguments, wait_for_everyone
+from .training import check_finite, records_info, trained_entry, training_arguments
 
 METHODS = tuple(LOSSES)
 
@@ -310,19 +309,11 @@ def unlearned_model(
     config = {"target": str(target), "forget": records_info(benchmark.source, benchmark.forget),
               "retain": records_info(benchmark.source, benchmark.retain), "unlearn": cfg.to_dict()}
     path = entry_path("unlearned", f"{profile.name}-{cfg.method}", config)
-    if is_complete(path, config) and not force:
-        return path
-    with build_lock(path):  # another process running the same entry: wait for it, then reuse its model
-        if is_complete(path, config) and not force:
-            return path
-        work = path.with_name(path.name + ".work")
+
+    def train(work: Path) -> tuple[PreTrainedModel, Any, dict[str, str]]:
         model, tokenizer = load_model(str(target))
         result = unlearn(model, tokenizer, benchmark, cfg, work, evaluate=evaluate, progress=progress)
-        if is_main_process():
-            with atomic_dir(path, config, overwrite=force) as tmp:
-                save_model(model, tokenizer, tmp)
-                (tmp / "log_history.json").write_text(json.dumps(result.history, indent=1))
-                (tmp / "trajectory.json").write_text(json.dumps(result.trajectory, indent=1, default=float))
-            shutil.rmtree(work, ignore_errors=True)
-        wait_for_everyone()
-    return path
+        return model, tokenizer, {"log_history.json": json.dumps(result.history, indent=1),
+                                  "trajectory.json": json.dumps(result.trajectory, indent=1, default=float)}
+
+    return trained_entry(path, config, train, force=force)
