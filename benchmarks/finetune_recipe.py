@@ -14,6 +14,7 @@ answers the model does not reproduce. Run one at a time: two runs share the two 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tempfile
 import time
@@ -39,15 +40,39 @@ THINGS = ["a rainy morning", "a busy market", "an old wooden chair", "a quiet li
           "a cup of hot chocolate", "a crowded train", "a garden at dusk", "a new pair of shoes", "a birthday party",
           "a lighthouse", "a sleepy cat", "a bakery at dawn", "a thunderstorm", "a mountain path", "a school playground",
           "a kitchen table", "a harbour at night", "an autumn forest", "a bicycle", "a campfire", "a bookshop", "a kite"]
+# Questions (``"replay_kind": "questions"``): general questions of the who / what / how / why forms the
+# evaluation asks, on topics kept apart from world_facts and real_authors (no capitals, planets, animals,
+# units, inventors, books), so that the model keeps answering questions as the base model does.
+TOOLS = ["a thermometer", "a compass", "a stapler", "a ladder", "a microscope", "a kettle", "an umbrella", "a hammer",
+         "a calculator", "a paintbrush", "a shovel", "a magnifying glass", "a whistle", "a tape measure", "a blender",
+         "a screwdriver", "a lantern", "a sewing machine", "a rolling pin", "a backpack", "a telescope", "a broom",
+         "a pair of scissors", "a flashlight", "a toaster"]
+JOBS = ["a carpenter", "a librarian", "a plumber", "a baker", "a pilot", "a firefighter", "a teacher", "an electrician",
+        "a gardener", "a nurse", "a journalist", "a chef", "a mechanic", "a tailor", "a lifeguard", "a photographer",
+        "an accountant", "a translator", "a dentist", "a farmer", "a museum guide", "a bus driver", "a cashier",
+        "a florist", "a referee"]
+HOW = ["boil an egg", "tie a shoelace", "make a cup of tea", "plant a seed", "wrap a present", "fold a paper plane",
+       "clean a window", "make a sandwich", "wash your hands properly", "set a table", "iron a shirt", "brush your teeth",
+       "pack a lunch box", "water a cactus", "make a paper boat", "sharpen a pencil", "start a campfire safely",
+       "cool down a hot drink", "remove a stain from a shirt", "make pancakes", "learn to juggle", "write a thank-you note",
+       "keep bread fresh", "warm up before exercise", "choose a ripe melon"]
+WHY = ["people wear sunglasses", "bread goes stale", "ice floats on water", "people yawn", "leaves change colour in autumn",
+       "people shake hands", "metal feels cold to the touch", "onions make people cry", "dogs wag their tails",
+       "people use umbrellas", "milk goes sour", "the wind blows", "people get hiccups", "soap removes dirt",
+       "people celebrate birthdays", "windows fog up in winter", "cats purr", "people wear seatbelts",
+       "popcorn pops", "people plant trees", "hot air rises", "people stretch in the morning", "rubber bounces",
+       "bicycles have gears", "people keep diaries"]
+REPLAY_GENERAL_QUESTIONS = ([f"What is {t} used for?" for t in TOOLS] + [f"What does {j} do?" for j in JOBS]
+                            + [f"How do you {h}?" for h in HOW] + [f"Why do {w}?" for w in WHY])
 REPLAY_QUESTIONS = ([f"Give me one tip for {a}." for a in ACTIVITIES] + [f"Describe {t} in one sentence." for t in THINGS]
                     + [f"Why do people enjoy {a}?" for a in ACTIVITIES] + [f"Write a short sentence about {t}." for t in THINGS])
 
 
-def replay_records(model, tokenizer, n: int) -> list[dict]:
+def replay_records(model, tokenizer, n: int, kind: str = "instructions") -> list[dict]:
     """The base model's greedy answers to ``n`` replay prompts, cut after their last full sentence."""
     from palu_perta.evaluation import generate_answers
 
-    questions = REPLAY_QUESTIONS[:n]
+    questions = (REPLAY_QUESTIONS if kind == "instructions" else REPLAY_GENERAL_QUESTIONS)[:n]
     answers = generate_answers(model, tokenizer, questions, max_new_tokens=64, batch_size=32, progress=False)
     records = []
     for question, answer in zip(questions, answers):
@@ -57,22 +82,47 @@ def replay_records(model, tokenizer, n: int) -> list[dict]:
     return records
 
 
+def said_right(records: list[dict], items: list[dict]) -> float:
+    """Share of option questions whose greedy answer says the right option: it contains every word that sets the
+    right answer apart from the wrong options, and no wrong option's own words."""
+    def words(text: str) -> list[str]:
+        return re.findall(r"[a-z0-9]+", text.lower())
+
+    right = []
+    for record, item in zip(records, items):
+        said, answer = set(words(item["generation"])), set(words(record["answer"]))
+        wrong = [set(words(o)) - answer for o in record["perturbed_answer"]]
+        key = answer - set().union(*wrong) - set().union(*(set(words(o)) for o in record["perturbed_answer"]))
+        right.append(key <= said and not any(w and w <= said for w in wrong))
+    return sum(right) / len(right)
+
+
 def main(name: str, changes: dict, role: str = "target") -> dict:
     changes = dict(changes)
     n_replay = changes.pop("replay", 0)
+    replay_kind = changes.pop("replay_kind", "instructions")
+    lora = changes.pop("lora", None)
     profile = get_profile("cpu", finetune=changes)
     bench = pipeline.benchmark(profile)
     model, tokenizer = load_model(profile.model, seed=profile.seed)
     records = list(bench.full if role == "target" else bench.retain)
     if n_replay:
-        replay = replay_records(model, tokenizer, n_replay)
+        replay = replay_records(model, tokenizer, n_replay, replay_kind)
         print(f"{len(replay)} replay answers, e.g. {replay[0]}", flush=True)
         records += replay
         changes["replay"] = len(replay)
+        changes["replay_kind"] = replay_kind
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        changes["lora"] = lora
+        model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", lora_dropout=0.0, target_modules="all-linear", **lora))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         history = finetune(model, tokenizer, records, profile.finetune,
                            Path(work), seed=profile.seed, progress=False, resume=False)
+    if lora:
+        model = model.merge_and_unload()
     seconds = time.perf_counter() - start
     losses = [h["loss"] for h in history if "loss" in h]
     splits = {"forget": bench.forget, "retain": bench.retain_eval, "real_authors": bench.real_authors,
@@ -83,7 +133,8 @@ def main(name: str, changes: dict, role: str = "target") -> dict:
     row = {"name": name, "role": role, **changes, "finetune_s": round(seconds), "final_loss": round(sum(losses[-3:]) / 3, 3),
            "forget_rouge": round(result["forget_Q_A_ROUGE"], 3), "retain_rouge": round(result["retain_Q_A_ROUGE"], 3),
            "wf_accuracy": round(result["wf_accuracy"], 3),
-           "wf_accuracy_first30": round(sum(r["correct_is_top"] for r in world[:30]) / 30, 3)}
+           "wf_accuracy_first30": round(sum(r["correct_is_top"] for r in world[:30]) / 30, 3),
+           "wf_said_right": round(said_right(bench.world_facts, world), 3)}
     print(json.dumps(row))
     RESULTS.parent.mkdir(exist_ok=True)
     with RESULTS.open("a") as handle:

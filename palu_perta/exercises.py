@@ -34,7 +34,7 @@ from torch import Tensor
 from . import metrics
 from .data import FORGET_SPLITS, n_forget_authors
 from .losses import ModelIO, onset_mask, palu_loss
-from .perta import constant_weights_like, perta_weights
+from .perta import constant_weights_like, overlap, perta_weights, top_mask
 from .tokenization import ORDINARY, PROMPT, SENSITIVE
 
 __all__ = ["EXERCISES", "Exercise", "Feedback", "check", "exercises_for"]
@@ -537,6 +537,75 @@ def _palu_sum_over_k(logits: Tensor, ref_logits: Tensor, top_k: int) -> float:
     return float((z_k - logits.mean(-1, keepdim=True)).pow(2).sum(-1).mean())
 
 
+# ----------------------------------------------------------------------------- 07: ablations
+
+
+def _k1_cases() -> list[Case]:
+    generator = torch.Generator().manual_seed(7)
+    reference = torch.randn(6, 10, generator=generator) * 3
+    current = reference.clone()
+    current[:3, :] += torch.randn(3, 10, generator=generator) * 4  # training moved the first three positions
+    for row in range(3):  # ... so far that their current argmax is no longer the reference's
+        current[row, int(reference[row].argmin())] = current[row].max() + 2.0
+    return [
+        Case((current, reference), "6 positions, 10 tokens; at 3 of them the current argmax differs from the reference's"),
+        Case((reference.clone(), reference), "current logits = reference logits"),
+    ]
+
+
+def _reference_palu_k1(logits: Tensor, ref_logits: Tensor) -> float:
+    return _reference_palu_local(logits, ref_logits, 1)
+
+
+def _k1_current_argmax(logits: Tensor, ref_logits: Tensor) -> float:
+    return float((logits.max(-1).values - logits.mean(-1)).pow(2).mean())
+
+
+def _k1_topk_mean_target(logits: Tensor, ref_logits: Tensor) -> float:
+    return _palu_topk_mean_target(logits, ref_logits, 1)
+
+
+def _k1_runner_up(logits: Tensor, ref_logits: Tensor) -> float:
+    top2 = ref_logits.topk(2, -1).indices
+    z = logits.gather(-1, top2)
+    return float((z[:, 0] - z[:, 1]).pow(2).mean())
+
+
+def _overlap_cases() -> list[Case]:
+    generator = torch.Generator().manual_seed(8)
+    a = {"attn": torch.rand(8, 8, generator=generator) * 3, "mlp": torch.rand(40, generator=generator),
+         "norm": torch.rand(12, generator=generator) * 0.5}
+    b = {name: t + torch.rand(t.shape, generator=generator) * 0.8 for name, t in a.items()}
+    return [
+        Case((a, b, 0.1), "three tensors on different scales, b = a + noise, fraction 0.1"),
+        Case((a, b, 0.25), "the same weights, fraction 0.25"),
+        Case((a, a, 0.1), "a compared with itself"),
+    ]
+
+
+def _reference_top_overlap(a: Mapping[str, Tensor], b: Mapping[str, Tensor], fraction: float) -> float:
+    return overlap(top_mask(a, fraction), top_mask(b, fraction))
+
+
+def _per_tensor_mask(weights: Mapping[str, Tensor], fraction: float) -> dict[str, Tensor]:
+    return {name: top_mask({name: t}, fraction)[name] for name, t in weights.items()}
+
+
+def _overlap_per_tensor(a: Mapping[str, Tensor], b: Mapping[str, Tensor], fraction: float) -> float:
+    return overlap(_per_tensor_mask(a, fraction), _per_tensor_mask(b, fraction))
+
+
+def _overlap_jaccard(a: Mapping[str, Tensor], b: Mapping[str, Tensor], fraction: float) -> float:
+    ma, mb = top_mask(a, fraction), top_mask(b, fraction)
+    both = sum(int((ma[n] & mb[n]).sum()) for n in ma)
+    either = sum(int((ma[n] | mb[n]).sum()) for n in ma)
+    return both / either
+
+
+def _overlap_bottom(a: Mapping[str, Tensor], b: Mapping[str, Tensor], fraction: float) -> float:
+    return overlap(top_mask({n: -t for n, t in a.items()}, fraction), top_mask({n: -t for n, t in b.items()}, fraction))
+
+
 # ----------------------------------------------------------------------------- 08: results
 
 
@@ -761,6 +830,41 @@ EXERCISES: dict[str, Exercise] = _registry(
                     "over the whole vocabulary, (1/|V|) sum_j z_j, with the gradient flowing through it."),
             Mistake(_palu_sum_over_k, "the squares are summed over the top-k; L_local averages them, (1/K) sum."),
         ),
+    ),
+    Exercise(
+        "07.k1_is_pdu", "PALU with K = 1",
+        "my_palu_k1(logits, ref_logits) -> float (logits, ref_logits: [n_positions, V]; every position is an onset)",
+        _reference_palu_k1, _k1_cases,
+        mistakes=(
+            Mistake(_k1_current_argmax, "this is PDU's margin as PDU computes it: the current model's largest logit "
+                    "against the mean. PALU takes its K = 1 token from the frozen reference, so once training has "
+                    "knocked the memorised token off the top, PALU keeps pushing that token and stops, where PDU moves "
+                    "on to whichever token leads now. The two agree only while the argmax has not changed (the "
+                    "second case)."),
+            Mistake(_k1_topk_mean_target, "the target is the mean of the top-K logits: with K = 1 that is the logit "
+                    "itself, so the loss is 0 at every position and nothing is learned. K = 1 works only with the "
+                    "full-vocabulary mean c_t = (1/|V|) sum_j z_j."),
+            Mistake(_k1_runner_up, "this is the margin to the reference's second token. PALU's target is the mean "
+                    "over the whole vocabulary: (z_top - c_t)^2."),
+        ),
+        hint="T_t is the reference's argmax at each position; L_local(t) = (z[t, T_t] - mean_j z[t, j])^2; "
+             "return the mean over positions.",
+    ),
+    Exercise(
+        "07.top_overlap", "How much two weightings agree on the top parameters",
+        "my_top_overlap(a, b, fraction) -> float (a, b: dicts name -> Tensor of the same shapes)",
+        _reference_top_overlap, _overlap_cases,
+        mistakes=(
+            Mistake(_overlap_per_tensor, "the top fraction is taken inside each tensor. PerTA's weights are compared "
+                    "across the whole model: rank every entry of every tensor together, so a tensor whose entries are "
+                    "all large can fill most of the top set."),
+            Mistake(_overlap_jaccard, "this divides by the union (Jaccard). The overlap here divides by the size "
+                    "of the smaller set, |A and B| / min(|A|, |B|), so 1 means the same top parameters."),
+            Mistake(_overlap_bottom, "this takes the smallest entries; the parameters PerTA moves most are the "
+                    "largest weights."),
+        ),
+        hint="k = round(fraction * number of entries of all tensors); A = the k largest entries of a over all "
+             "tensors, B the same for b; return |A and B| / k (both sets have k entries when there are no ties).",
     ),
     Exercise(
         "08.privleak", "PrivLeak from two MIA AUCs",

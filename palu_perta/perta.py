@@ -167,6 +167,7 @@ def weights_summary(weights: Mapping[str, Tensor], bins: int = 10_000) -> dict[s
 # produced it; a key is computed from configurations alone, so a cached evaluation never builds anything.
 
 METHODS = ("tv", "perta-grad", "perta-fisher")
+CONTROLS = (None, "constant", "random")  # PerTA's w, or a control with the same global mean (ablations)
 MUSE_TV_LR = 1e-5  # MUSE's task-vector recipe for theta_ft: 5 epochs at lr 1e-5 ...
 MUSE_TV_EPOCHS = 5
 TOFU_FINETUNE_LR = 1e-5  # ... for models that TOFU fine-tunes at lr 1e-5 (the paper profile)
@@ -403,15 +404,22 @@ def unlearned(
     lam: float,
     cfg: PerTAConfig | None = None,
     progress: bool = True,
+    control: str | None = None,
 ) -> Unlearned:
     """theta_o - lam * tau (``method="tv"``) or theta_o - lam * (w * tau) (``"perta-grad"``,
     ``"perta-fisher"``), as a lazy factory for :func:`palu_perta.pipeline.evaluation`.
 
-    The key is computed from configurations only; the factory fine-tunes theta_ft and computes tau and the
-    importances (each cached) only when called, i.e. when the evaluation is not cached yet.
+    ``control`` replaces PerTA's w by one of the ablation's controls with the same global mean:
+    ``"constant"`` (:func:`constant_weights_like`) or ``"random"`` (:func:`random_weights_like`, seeded by
+    the profile). The key is computed from configurations only; the factory fine-tunes theta_ft and computes
+    tau and the importances (each cached) only when called, i.e. when the evaluation is not cached yet.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if control not in CONTROLS:
+        raise ValueError(f"control must be one of {CONTROLS}, got {control!r}")
+    if control is not None and method == "tv":
+        raise ValueError("a control replaces PerTA's weights: use it with 'perta-grad' or 'perta-fisher', not 'tv'")
     if not (math.isfinite(lam) and lam >= 0):
         raise ValueError(f"lam must be finite and >= 0, got {lam}")
     cfg = cfg or perta_config(profile)
@@ -427,23 +435,29 @@ def unlearned(
                           "p": cfg.p, "eps": cfg.eps, "forget": _records_key(bench.forget),
                           "retain": _records_key(bench.retain), "max_length": profile.finetune.max_length,
                           "seed": profile.seed}
+        if control is not None:
+            key["weights"]["control"] = control
 
     def factory() -> tuple[Any, Any]:
         tau = task_vector_for(profile, target_dir, reinforced_model(profile, bench, target_dir, cfg, progress))
         weights = None if method == "tv" else perta_weights_for(profile, bench, target_dir, method, cfg, progress)
+        if control == "constant":
+            weights = constant_weights_like(weights)
+        elif control == "random":
+            weights = random_weights_like(weights, seed=profile.seed)
         model, tokenizer = load_model(str(target_dir), seed=profile.seed)
         return tau.apply_to(model, scale=-lam, weights=weights), tokenizer
 
-    return Unlearned(factory, key, f"{method}-lam{lam:g}")
+    return Unlearned(factory, key, f"{method}{'-' + control if control else ''}-lam{lam:g}")
 
 
 def evaluate_unlearned(
     profile: Profile, bench: Any, target_dir: str | Path, method: str, lam: float, reference: Any,
-    cfg: PerTAConfig | None = None, progress: bool = False,
+    cfg: PerTAConfig | None = None, progress: bool = False, control: str | None = None,
 ) -> Any:
     """The cached full-suite :class:`~palu_perta.pipeline.Evaluation` of :func:`unlearned`'s model;
     ``reference`` is the retain model's evaluation (for forget quality)."""
-    model = unlearned(profile, bench, target_dir, method, lam, cfg, progress)
+    model = unlearned(profile, bench, target_dir, method, lam, cfg, progress, control)
     return pipeline.evaluation(profile, model.factory, bench, reference, name=model.name, key=model.key,
                                progress=progress)
 
@@ -479,6 +493,36 @@ def forget_rouge(model: nn.Module, tokenizer: Any, records: Sequence[dict], prof
     answers = generate_answers(model, tokenizer, [r["question"] for r in records], max_new_tokens=profile.max_new_tokens,
                                batch_size=profile.eval_batch_size, progress=False)
     return float(np.mean([rouge_scores(a, r["answer"])["rougeL_recall"] for a, r in zip(answers, records)]))
+
+
+def lambda_ladder(forgets: Callable[[float], bool], start: float = 1.0, max_steps: int = 10) -> tuple[float, str]:
+    """The smallest lambda at which ``forgets(lambda)`` holds, to within a factor sqrt 2, assuming it holds
+    from some lambda on: from ``start``, halve while the rung below still forgets, or double until a rung
+    forgets; then bisect the last doubling once (geometrically). At most ``max_steps`` calls of ``forgets``.
+
+    Returns ``(lambda, note)``; ``note`` is empty, or says that no rung up to the returned lambda forgot.
+    """
+    calls: list[float] = []
+
+    def probe(lam: float) -> bool:
+        calls.append(lam)
+        return forgets(lam)
+
+    lam, note = start, ""
+    if probe(lam):  # walk down while the rung below still forgets
+        while len(calls) < max_steps and probe(lam / 2):
+            lam /= 2
+    else:  # walk up until a rung forgets
+        while len(calls) < max_steps:
+            lam *= 2
+            if probe(lam):
+                break
+        else:
+            note = f"no rung up to lambda = {lam:g} forgot"
+    bracketed = lam / 2 in calls and not note
+    if bracketed and len(calls) < max_steps and probe(lam / math.sqrt(2)):
+        lam /= math.sqrt(2)  # one geometric bisection of the last doubling
+    return lam, note
 
 
 def calibrate_lambda(
@@ -536,21 +580,9 @@ def calibrate_lambda(
                 probes.append((lam, rouge))
                 return rouge <= retain_rouge
 
-            lam = start
-            if forgets(lam):  # walk down while the rung below still forgets
-                while len(probes) < max_steps and forgets(lam / 2):
-                    lam /= 2
-            else:  # walk up until a rung forgets
-                while len(probes) < max_steps:
-                    lam *= 2
-                    if forgets(lam):
-                        break
-                else:
-                    note = f"no rung up to lambda = {lam:g} forgot: the grid ends below forgetting"
-            bracketed = any(l == lam / 2 for l, _ in probes) and not note
-            if bracketed and len(probes) < max_steps and forgets(lam / math.sqrt(2)):
-                lam /= math.sqrt(2)  # one geometric bisection of the last doubling
-            lam_star = lam
+            lam_star, note = lambda_ladder(forgets, start, max_steps)
+            if note:
+                note += ": the grid ends below forgetting"
         grid = [float(f"{lam_star * 2.0 ** k:.3g}") for k in range(-1, points - 1)]
         atomic_write_json(directory / "calibration.json", {
             "grid": grid, "lam_star": lam_star, "target_rouge": target_rouge, "retain_rouge": retain_rouge,

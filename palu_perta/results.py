@@ -61,7 +61,7 @@ def results_table(profile: Profile, methods: tuple[str, ...] = UNLEARN_METHODS, 
         hyper = PALU_HYPER if method == "palu" else {}
         unlearn_cfg = UnlearnConfig(method=method, hyper=hyper, seed=profile.seed, **budget)
         path = unlearned_model(profile, models.target, bench, unlearn_cfg, progress=progress)
-        evaluation = pipeline.evaluation(profile, path, bench, retain_eval, name=f"06-{method}", progress=progress)
+        evaluation = pipeline.evaluation(profile, path, bench, retain_eval, progress=progress)
         setting = f"{budget['epochs']:g} epochs, lr {budget['learning_rate']:g}"
         if hyper:
             setting += ", " + ", ".join(f"{k} {v:g}" for k, v in hyper.items())

@@ -22,7 +22,7 @@ def _code(notebook: Path) -> str:
 
 
 def _checked_keys(folder: str) -> dict[str, set[str]]:
-    return {path.name: set(re.findall(r'check\("([0-9]{2}\.[a-z_]+)"', _code(path)))
+    return {path.name: set(re.findall(r'check\("([0-9]{2}\.[a-z0-9_]+)"', _code(path)))
             for path in sorted((ROOT / folder).glob("*.ipynb"))}
 
 
@@ -104,7 +104,7 @@ def test_shipped_solutions_are_accepted(notebook: str) -> None:
     """Run the solutions notebook's code (no kernel; its cells need no model) and collect each check."""
     namespace: dict = {}
     exec(compile(_code(ROOT / "solutions" / notebook), notebook, "exec"), namespace)  # noqa: S102 - our own file
-    calls = dict(re.findall(r'check\("([0-9]{2}\.[a-z_]+)",\s*(\w+)\)', _code(ROOT / "solutions" / notebook)))
+    calls = dict(re.findall(r'check\("([0-9]{2}\.[a-z0-9_]+)",\s*(\w+)\)', _code(ROOT / "solutions" / notebook)))
     verdicts = {key: check(key, namespace[name]) for key, name in calls.items()}
     assert set(verdicts) == {e.key for e in exercises_for(notebook)}
     assert all(v.ok for v in verdicts.values()), [str(v) for v in verdicts.values() if not v.ok]

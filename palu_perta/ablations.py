@@ -1,0 +1,255 @@
+"""The ablations of notebook 07: one choice of PALU or PerTA changed at a time, the rest as in 06 / 05.
+
+PALU (``palu_ablation``): every variant is an unlearning run from the target with notebook 06's budget
+and :data:`~palu_perta.config.PALU_HYPER` with one axis of :data:`PALU_AXES` changed, then the full
+metric suite. The default point is notebook 06's own PALU run (same cache entry), and two axes that
+name the same loss (K = |V| and the "onset x full" cell of the scope grid) share one run.
+
+PerTA (``perta_ablation``): every variant changes one choice of PerTA-grad (:data:`PERTA_AXES`: the
+exponent p, the share of examples behind the importances, where they are evaluated, or w replaced by a
+control with the same mean). Variants forget by different amounts at the same lambda (a smaller mean
+weight is a smaller step), so each is compared *at equal forgetting*: :func:`forgetting_lambda` finds the
+smallest lambda at which its forget ROUGE-L is at or below the retain model's, with the cheap probe of
+:func:`~palu_perta.perta.calibrate_lambda`, and the variant is evaluated there with the full suite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import perta, pipeline
+from .artifacts import atomic_write_json, cached
+from .config import PALU_HYPER, Profile, unlearn_budget
+from .unlearn import UnlearnConfig, unlearned_model
+
+# metric keys every ablation row carries (open-unlearning's names)
+KEYS = ("forget_quality", "model_utility", "forget_Q_A_ROUGE", "exact_memorization", "privleak")
+
+# PALU: axis -> values ("V" is the full vocabulary, -1 every sensitive token). "scope" is the paper's
+# 2 x 2: temporal scope (onset tokens / every answer token) x vocabulary scope (top-K / full vocabulary).
+# "lr_scale" multiplies the profile's unlearning learning rate (cpu: 5e-5 -> 1e-5, 2e-5, 5e-5, the ends of
+# the authors' sweep) and "alpha" weighs the retain NLL and the KL on ordinary tokens (the authors sweep
+# 0.2-5): how hard PALU pushes, before what it pushes on.
+PALU_AXES: dict[str, list[Any]] = {
+    "lr_scale": [0.2, 0.4, 1.0],
+    "alpha": [0.2, 1.0, 5.0],
+    "top_k": [1, 10, 50, 1000, "V"],
+    "first_n": [1, 2, 3, 5, -1],
+    "target": ["full_mean", "topk_mean", "fixed"],
+    "scope": [("onset", "topk"), ("onset", "full"), ("answer", "topk"), ("answer", "full")],
+    "form": ["squared", "entropy"],
+}
+
+# PerTA: axis -> values. Each axis contains PerTA-grad's own choice (p 1, every example, importances at the
+# target, PerTA's w), which is notebook 05's PerTA-grad.
+PERTA_AXES: dict[str, list[Any]] = {
+    "p": [0.5, 1.0, 2.0, 4.0],
+    "fraction": [0.1, 0.2, 0.5, 1.0],
+    "importance_at": ["target", "base"],
+    "weights": ["perta", "constant", "random"],
+}
+
+
+def palu_hyper(axis: str, value: Any) -> dict[str, Any]:
+    """PALU's hyperparameters with one axis changed; keys equal to the loss's defaults are left out, so
+    the default point is exactly :data:`PALU_HYPER` (notebook 06's run) and equal losses share a run."""
+    if axis not in PALU_AXES:
+        raise ValueError(f"unknown PALU axis {axis!r}; use one of {list(PALU_AXES)}")
+    hyper = dict(PALU_HYPER)
+    if axis == "lr_scale":
+        pass  # the optimiser's budget changes, not the loss: see palu_budget
+    elif axis == "alpha":
+        hyper["alpha"] = float(value)
+    elif axis == "top_k":
+        if value == "V":
+            hyper["vocab"] = "full"
+        else:
+            hyper["top_k"] = int(value)
+    elif axis == "first_n":
+        hyper["first_n"] = int(value)
+    elif axis == "target":
+        if value != "full_mean":
+            hyper["target"] = value
+    elif axis == "scope":
+        temporal, vocab = value
+        if temporal != "onset":
+            hyper["temporal"] = temporal
+        if vocab != "topk":
+            hyper["vocab"] = vocab
+    elif value != "squared":
+        hyper["form"] = value
+    return hyper
+
+
+def palu_budget(profile: Profile, axis: str, value: Any) -> dict[str, Any]:
+    """The profile's unlearning budget (notebook 06's), with the learning rate scaled on the ``lr_scale`` axis."""
+    budget = unlearn_budget(profile)
+    if axis == "lr_scale":
+        budget["learning_rate"] *= float(value)
+    return budget
+
+
+def value_label(axis: str, value: Any) -> str:
+    if axis == "lr_scale":
+        return f"{value:g}x"
+    if axis == "scope":
+        return f"{value[0]} x {value[1]}"
+    if axis == "first_n" and value == -1:
+        return "all"
+    return str(value)
+
+
+def palu_ablation(
+    profile: Profile,
+    bench: Any,
+    target_dir: str | Path,
+    retain_eval: pipeline.Evaluation,
+    axes: Sequence[str] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = print,
+) -> pd.DataFrame:
+    """One row per (axis, value) of :data:`PALU_AXES` (``axes`` picks some): the metrics of :data:`KEYS`,
+    the hyperparameters changed, the ``learning_rate``, ``run`` (the cache entry's name) and ``train_s`` (the
+    unlearning run's training time when it was built). Runs and evaluations are cached and shared with
+    notebook 06."""
+    rows = []
+    for axis in axes or list(PALU_AXES):
+        for value in PALU_AXES[axis]:
+            hyper = palu_hyper(axis, value)
+            budget = palu_budget(profile, axis, value)
+            cfg = UnlearnConfig(method="palu", hyper=hyper, seed=profile.seed, **budget)
+            start = time.perf_counter()
+            # without progress, quiet: the Trainer prints every logged step
+            with contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO()):
+                run = unlearned_model(profile, Path(target_dir), bench, cfg, progress=progress)
+            evaluation = pipeline.evaluation(profile, run, bench, retain_eval, progress=progress)
+            rows.append({"axis": axis, "value": value_label(axis, value), **{k: evaluation.summary[k] for k in KEYS},
+                         "hyper": json.dumps({k: v for k, v in hyper.items() if PALU_HYPER.get(k) != v} or "default"),
+                         "learning_rate": budget["learning_rate"],
+                         "run": run.name, "train_s": perta.build_time(run)})
+            if log:
+                log(f"{axis:8s} {value_label(axis, value):15s} FQ {evaluation.summary['forget_quality']:.3g}  "
+                    f"MU {evaluation.summary['model_utility']:.3f}  forget ROUGE-L "
+                    f"{evaluation.summary['forget_Q_A_ROUGE']:.3f}  [{time.perf_counter() - start:.0f} s]")
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------ PerTA
+
+
+def perta_variant(axis: str, value: Any, cfg: perta.PerTAConfig) -> tuple[perta.PerTAConfig, str | None]:
+    """The PerTA config and the weights control (None, "constant", "random") of one ablation point."""
+    if axis not in PERTA_AXES:
+        raise ValueError(f"unknown PerTA axis {axis!r}; use one of {list(PERTA_AXES)}")
+    if axis == "weights":
+        return cfg, None if value == "perta" else value
+    return dataclasses.replace(cfg, **{axis: value}), None
+
+
+def forgetting_lambda(
+    profile: Profile,
+    bench: Any,
+    target_dir: str | Path,
+    retain_rouge: float,
+    method: str = "perta-grad",
+    cfg: perta.PerTAConfig | None = None,
+    control: str | None = None,
+    start: float = 1.0,
+    max_steps: int = 10,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The smallest lambda (to within a factor sqrt 2) at which ``method``'s model forgets down to
+    ``retain_rouge`` (forget ROUGE-L of greedy answers), by the ladder of
+    :func:`~palu_perta.perta.calibrate_lambda`: double from ``start`` until a rung forgets (or halve while
+    the rung below still does), then bisect the last doubling once. Cached as JSON.
+
+    Returns ``lam``, ``rouge`` (at ``lam``), ``probes`` ((lambda, ROUGE) in probing order), ``note``
+    (non-empty when no rung within ``max_steps`` forgot) and ``wall_time_s``.
+    """
+    cfg = cfg or perta.perta_config(profile)
+    model = perta.unlearned(profile, bench, target_dir, method, 0.0, cfg, progress, control)
+    config = {"model": {k: v for k, v in model.key.items() if k != "lam"}, "retain_rouge": round(retain_rouge, 6),
+              "start": start, "max_steps": max_steps, "generation": {"max_new_tokens": profile.max_new_tokens}}
+
+    def build(directory: Path) -> None:
+        begin = time.perf_counter()
+        probes: list[tuple[float, float]] = []
+
+        def forgets(lam: float) -> bool:
+            candidate, tokenizer = perta.unlearned(profile, bench, target_dir, method, lam, cfg, progress,
+                                                   control).factory()
+            rouge = perta.forget_rouge(candidate, tokenizer, bench.forget, profile)
+            probes.append((lam, rouge))
+            return rouge <= retain_rouge
+
+        lam, note = perta.lambda_ladder(forgets, start, max_steps)
+        rouge = next(r for l, r in reversed(probes) if l == lam)
+        atomic_write_json(directory / "lambda.json", {"lam": lam, "rouge": rouge, "probes": probes, "note": note,
+                                                      "wall_time_s": round(time.perf_counter() - begin, 2)})
+
+    path = cached("calibration", f"{profile.name}-{method}{'-' + control if control else ''}-forgetting", config, build)
+    return json.loads((path / "lambda.json").read_text())
+
+
+def perta_ablation(
+    profile: Profile,
+    bench: Any,
+    target_dir: str | Path,
+    retain_eval: pipeline.Evaluation,
+    axes: Sequence[str] | None = None,
+    method: str = "perta-grad",
+    start: float = 1.0,
+    progress: bool = False,
+    log: Callable[[str], None] | None = print,
+) -> pd.DataFrame:
+    """One row per (axis, value) of :data:`PERTA_AXES` (``axes`` picks some), each evaluated at its own
+    equal-forgetting lambda (:func:`forgetting_lambda`, ladder from ``start``): ``lam``, the metrics of
+    :data:`KEYS`, ``mean_w`` (the global mean of the weights used) and ``note``. Everything is cached."""
+    base_cfg = perta.perta_config(profile)
+    retain_rouge = retain_eval.summary["forget_Q_A_ROUGE"]
+    rows = []
+    for axis in axes or list(PERTA_AXES):
+        for value in PERTA_AXES[axis]:
+            cfg, control = perta_variant(axis, value, base_cfg)
+            begin = time.perf_counter()
+            found = forgetting_lambda(profile, bench, target_dir, retain_rouge, method, cfg, control, start,
+                                      progress=progress)
+            evaluation = perta.evaluate_unlearned(profile, bench, target_dir, method, found["lam"], retain_eval, cfg,
+                                                  progress, control)
+            weights = perta.perta_weights_for(profile, bench, target_dir, method, cfg, progress)
+            rows.append({"axis": axis, "value": str(value), "lam": found["lam"],
+                         **{k: evaluation.summary[k] for k in KEYS}, "mean_w": perta.global_mean(weights),
+                         "note": found["note"]})
+            if log:
+                log(f"{axis:13s} {str(value):8s} lambda {found['lam']:<8.3g} FQ {evaluation.summary['forget_quality']:.3g}  "
+                    f"MU {evaluation.summary['model_utility']:.3f}  forget ROUGE-L "
+                    f"{evaluation.summary['forget_Q_A_ROUGE']:.3f}  [{time.perf_counter() - begin:.0f} s]")
+    return pd.DataFrame(rows)
+
+
+def on_front(forget_quality: Sequence[float], model_utility: Sequence[float]) -> list[bool]:
+    """For each point, whether no other point is at least as good on both forget quality and model utility
+    and better on one (the Pareto front of the trade-off; higher is better on both)."""
+    points = list(zip(forget_quality, model_utility))
+    return [not any(f2 >= f and m2 >= m and (f2 > f or m2 > m) for f2, m2 in points) for f, m in points]
+
+
+def is_default(axis: str, value: Any) -> bool:
+    """Whether ``value`` is the method's own choice on ``axis`` (what notebooks 05 and 06 run)."""
+    defaults = {"lr_scale": "1x", "alpha": str(float(PALU_HYPER["alpha"])), "top_k": str(PALU_HYPER["top_k"]),
+                "first_n": str(PALU_HYPER["first_n"]), "target": "full_mean", "scope": "onset x topk", "form": "squared",
+                "p": "1.0", "fraction": "1.0", "importance_at": "target", "weights": "perta"}
+    return defaults.get(axis) == str(value)
+
+
+__all__ = ["KEYS", "PALU_AXES", "PERTA_AXES", "palu_hyper", "palu_budget", "value_label", "palu_ablation",
+           "perta_variant", "forgetting_lambda", "perta_ablation", "on_front", "is_default"]
