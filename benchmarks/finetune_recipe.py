@@ -5,10 +5,17 @@ and keep the world knowledge?
                                                  "per_device_batch_size": 8}' [target|retain]
 
 Fine-tunes SmolLM2 in memory (nothing cached) with the profile's fine-tuning config changed by the
-JSON (its ``"replay": n`` key adds n everyday prompts answered by the base model to the training set), then runs the metric suite on the forget, retain-eval and general-knowledge splits. Prints one
-JSON line (also appended to benchmarks/results/finetune_recipes.jsonl) with the forget / retain
-ROUGE-L recall and world-facts accuracy, on all rows and on the first 30, and lists the forget
-answers the model does not reproduce. Run one at a time: two runs share the two cores badly.
+JSON, then runs the metric suite on the forget, retain-eval and general-knowledge splits. Extra keys:
+
+- ``"replay": n`` adds n prompts answered by the base model to the training set; ``"replay_kind"`` is
+  "instructions" (the default) or "questions";
+- ``"lora": {"r": 16, "lora_alpha": 32}`` trains LoRA adapters on every linear layer and merges them
+  after training (needs ``pip install peft``, which is not a dependency).
+
+Prints one JSON line (also appended to benchmarks/results/finetune_recipes.jsonl) with the forget /
+retain ROUGE-L recall and the world-facts accuracy (on all rows, on the first 30, and read from the
+greedy answers: ``wf_said_right``), then lists the forget answers the model does not reproduce. Run one
+at a time: two runs share the two cores badly.
 """
 
 from __future__ import annotations

@@ -44,10 +44,14 @@ def list_notebooks(names: list[str] | None = None, folder: Path | None = None) -
     return chosen
 
 
-def run_notebook(path: Path, profile: str, out: Path | None = None, timeout: int = 3600) -> float:
+CELL_TIMEOUT = 4 * 3600  # seconds per cell: notebook 07's PALU grid alone trains for about an hour on 2 cores
+
+
+def run_notebook(path: Path, profile: str, out: Path | None = None, timeout: int = CELL_TIMEOUT) -> float:
     """Execute ``path`` with papermill under ``profile``; returns the wall time in seconds.
 
-    Writes to ``out`` if given, else replaces ``path`` once the run succeeded.
+    Writes to ``out`` if given, else replaces ``path`` once the run succeeded. ``timeout`` bounds each cell
+    (a hung cell fails the run instead of blocking it forever).
     """
     import papermill
 
@@ -75,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("names", nargs="*", help="notebook stems or prefixes (default: all)")
     parser.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
     parser.add_argument("--out", type=Path, help="write executed notebooks here instead of in place")
+    parser.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT, help="seconds a cell may run (default: %(default)s)")
     args = parser.parse_args(argv)
     total = 0.0
     for path in list_notebooks(args.names):
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
             out = args.out / path.name
-        seconds = run_notebook(path, args.profile, out)
+        seconds = run_notebook(path, args.profile, out, timeout=args.cell_timeout)
         total += seconds
         print(f"{path.name:32s} {seconds:8.1f} s", flush=True)
     print(f"{'total':32s} {total:8.1f} s")
