@@ -117,8 +117,8 @@ def palu_ablation(
     progress: bool = False,
     log: Callable[[str], None] | None = print,
 ) -> pd.DataFrame:
-    """One row per (axis, value) of :data:`PALU_AXES` (``axes`` picks some): the metrics of :data:`KEYS`,
-    the hyperparameters changed, the ``learning_rate``, ``run`` (the cache entry's name) and ``train_s`` (the
+    """One row per (axis, value) of :data:`PALU_AXES` (``axes`` picks some): ``default`` (notebook 06's own
+    setting), the metrics of :data:`KEYS`, the hyperparameters changed, the ``learning_rate``, ``run`` (the cache entry's name) and ``train_s`` (the
     unlearning run's training time when it was built). Runs and evaluations are cached and shared with
     notebook 06."""
     rows = []
@@ -132,7 +132,9 @@ def palu_ablation(
             with contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO()):
                 run = unlearned_model(profile, Path(target_dir), bench, cfg, progress=progress)
             evaluation = pipeline.evaluation(profile, run, bench, retain_eval, progress=progress)
-            rows.append({"axis": axis, "value": value_label(axis, value), **{k: evaluation.summary[k] for k in KEYS},
+            default = hyper == PALU_HYPER and budget == unlearn_budget(profile)
+            rows.append({"axis": axis, "value": value_label(axis, value), "default": default,
+                         **{k: evaluation.summary[k] for k in KEYS},
                          "hyper": json.dumps({k: v for k, v in hyper.items() if PALU_HYPER.get(k) != v} or "default"),
                          "learning_rate": budget["learning_rate"],
                          "run": run.name, "train_s": perta.build_time(run)})
@@ -212,10 +214,12 @@ def perta_ablation(
     log: Callable[[str], None] | None = print,
 ) -> pd.DataFrame:
     """One row per (axis, value) of :data:`PERTA_AXES` (``axes`` picks some), each evaluated at its own
-    equal-forgetting lambda (:func:`forgetting_lambda`, ladder from ``start``): ``lam``, the metrics of
-    :data:`KEYS`, ``mean_w`` (the global mean of the weights used) and ``note``. Everything is cached."""
+    equal-forgetting lambda (:func:`forgetting_lambda`, ladder from ``start``): ``default`` (PerTA-grad as
+    notebook 05 runs it), ``lam``, the metrics of :data:`KEYS`, ``mean_w`` (the global mean of the weights
+    used) and ``note``. Everything is cached."""
     base_cfg = perta.perta_config(profile)
     retain_rouge = retain_eval.summary["forget_Q_A_ROUGE"]
+    mean_w: dict[perta.PerTAConfig, float] = {}  # one weights computation per config (controls share PerTA's mean)
     rows = []
     for axis in axes or list(PERTA_AXES):
         for value in PERTA_AXES[axis]:
@@ -225,9 +229,10 @@ def perta_ablation(
                                       progress=progress)
             evaluation = perta.evaluate_unlearned(profile, bench, target_dir, method, found["lam"], retain_eval, cfg,
                                                   progress, control)
-            weights = perta.perta_weights_for(profile, bench, target_dir, method, cfg, progress)
-            rows.append({"axis": axis, "value": str(value), "lam": found["lam"],
-                         **{k: evaluation.summary[k] for k in KEYS}, "mean_w": perta.global_mean(weights),
+            if cfg not in mean_w:
+                mean_w[cfg] = perta.global_mean(perta.perta_weights_for(profile, bench, target_dir, method, cfg, progress))
+            rows.append({"axis": axis, "value": str(value), "default": cfg == base_cfg and control is None,
+                         "lam": found["lam"], **{k: evaluation.summary[k] for k in KEYS}, "mean_w": mean_w[cfg],
                          "note": found["note"]})
             if log:
                 log(f"{axis:13s} {str(value):8s} lambda {found['lam']:<8.3g} FQ {evaluation.summary['forget_quality']:.3g}  "
@@ -243,13 +248,5 @@ def on_front(forget_quality: Sequence[float], model_utility: Sequence[float]) ->
     return [not any(f2 >= f and m2 >= m and (f2 > f or m2 > m) for f2, m2 in points) for f, m in points]
 
 
-def is_default(axis: str, value: Any) -> bool:
-    """Whether ``value`` is the method's own choice on ``axis`` (what notebooks 05 and 06 run)."""
-    defaults = {"lr_scale": "1x", "alpha": str(float(PALU_HYPER["alpha"])), "top_k": str(PALU_HYPER["top_k"]),
-                "first_n": str(PALU_HYPER["first_n"]), "target": "full_mean", "scope": "onset x topk", "form": "squared",
-                "p": "1.0", "fraction": "1.0", "importance_at": "target", "weights": "perta"}
-    return defaults.get(axis) == str(value)
-
-
 __all__ = ["KEYS", "PALU_AXES", "PERTA_AXES", "palu_hyper", "palu_budget", "value_label", "palu_ablation",
-           "perta_variant", "forgetting_lambda", "perta_ablation", "on_front", "is_default"]
+           "perta_variant", "forgetting_lambda", "perta_ablation", "on_front"]
