@@ -8,6 +8,7 @@ part-way resumes from its last epoch checkpoint when started again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -187,7 +188,9 @@ def finetuned_model(
 
     ``role`` names it ("target", "retain", "reinforced"); ``base`` is the model it starts
     from (default: the profile's model); ``data_info`` identifies ``records`` in the cache
-    key. The directory also holds ``log_history.json``.
+    key. The directory also holds ``log_history.json``. With ``cfg.mix < 1`` the entry is the
+    trained model's weight-space ensemble with ``base`` (:func:`mix_with_base`), built from the
+    cached ``mix = 1`` entry, so trying another mix does not train again.
     """
     if role not in ROLES:
         raise ValueError(f"role={role!r}; use one of {ROLES}")
@@ -195,6 +198,15 @@ def finetuned_model(
     cfg = cfg or profile.finetune
     config = finetune_config(profile, role, data_info, str(base), cfg)
     path = entry_path("models", f"{profile.name}-{role}", config)
+    if cfg.mix != 1:
+        trained = finetuned_model(profile, role, records, data_info, base=str(base),
+                                  cfg=dataclasses.replace(cfg, mix=1.0), progress=progress)
+
+        def ensemble(work: Path) -> tuple[PreTrainedModel, Any, dict[str, str]]:
+            model, tokenizer = mix_with_base(str(trained), str(base), cfg.mix, seed=profile.seed)
+            return model, tokenizer, {"log_history.json": (trained / "log_history.json").read_text()}
+
+        return trained_entry(path, config, ensemble, force=force)
 
     def train(work: Path) -> tuple[PreTrainedModel, Any, dict[str, str]]:
         model, tokenizer = load_model(str(base), seed=profile.seed)
@@ -202,6 +214,22 @@ def finetuned_model(
         return model, tokenizer, {"log_history.json": json.dumps(history, indent=1)}
 
     return trained_entry(path, config, train, force=force)
+
+
+def mix_with_base(trained: str, base: str, mix: float, *, seed: int = 0,
+                  device: torch.device | str = "cpu") -> tuple[PreTrainedModel, Any]:
+    """WiSE-FT: ``theta_base + mix * (theta_trained - theta_base)``, the fine-tune's task vector scaled
+    by ``mix`` (0 < mix <= 1). Computed in float32 on the CPU; returns ``(model, tokenizer)`` in float32
+    on ``device`` (``"cpu"`` to save it, :func:`~palu_perta.models.default_device` to evaluate it)."""
+    from .task_vectors import TaskVector
+
+    if not 0 < mix <= 1:
+        raise ValueError(f"mix={mix} is out of range; use 0 < mix <= 1")
+    model, tokenizer = load_model(trained, device="cpu", dtype=torch.float32, seed=seed)
+    start, _ = load_model(base, device="cpu", dtype=torch.float32, seed=seed)
+    tau = TaskVector.from_models(start, model)
+    del model
+    return tau.apply_to(start, scale=mix).to(device), tokenizer
 
 
 def trained_entry(

@@ -135,9 +135,33 @@ def test_anchor_pulls_the_weights_towards_the_start(tokenizer, tmp_path):
 
 def test_cache_key_leaves_out_unset_new_fields():
     key = FAST.cache_key()
-    assert "frozen" not in key and "anchor" not in key  # entries cached before the fields existed stay valid
-    both = FinetuneConfig(**{**FAST.__dict__, "frozen": ("embed_tokens",), "anchor": 10.0}).cache_key()
-    assert both["frozen"] == ["embed_tokens"] and both["anchor"] == 10.0
+    assert not {"frozen", "anchor", "mix"} & set(key)  # entries cached before the fields existed stay valid
+    both = FinetuneConfig(**{**FAST.__dict__, "frozen": ("embed_tokens",), "anchor": 10.0, "mix": 0.5}).cache_key()
+    assert both["frozen"] == ["embed_tokens"] and both["anchor"] == 10.0 and both["mix"] == 0.5
+    for mix in (0.0, 1.5):
+        with pytest.raises(ValueError, match="mix"):
+            FinetuneConfig(mix=mix)
+
+
+def test_mix_is_the_weight_space_ensemble_of_the_cached_finetune(tmp_path, monkeypatch):
+    """mix < 1 keeps base + mix * (trained - base), built from the mix = 1 entry without training again."""
+    monkeypatch.setenv("PALU_PERTA_ARTIFACTS", str(tmp_path))
+    profile = get_profile("smoke", finetune=FAST)
+    records = synthetic_benchmark(3, 2, "forget10", 0).full
+    info = records_info("synthetic", records)
+    trained = finetuned_model(profile, "target", records, info, progress=False)
+    stamp = (trained / "model.safetensors").stat().st_mtime_ns
+    mixed = finetuned_model(profile.replace(finetune={"mix": 0.25}), "target", records, info, progress=False)
+    assert mixed != trained and (trained / "model.safetensors").stat().st_mtime_ns == stamp
+    assert load_log_history(mixed) == load_log_history(trained)
+    base, _ = load_model("tiny", seed=profile.seed)
+    end, _ = load_model(str(trained))
+    middle, _ = load_model(str(mixed))
+    moved = 0
+    for (name, b), e, m in zip(base.named_parameters(), end.parameters(), middle.parameters()):
+        torch.testing.assert_close(m, b + 0.25 * (e - b), msg=name)
+        moved += not torch.equal(e, b)
+    assert moved > 0
 
 
 def test_build_lock_makes_a_second_builder_wait(tmp_path):
