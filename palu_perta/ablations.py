@@ -29,6 +29,7 @@ import pandas as pd
 from . import perta, pipeline
 from .artifacts import atomic_write_json, cached
 from .config import PALU_HYPER, Profile, unlearn_budget
+from .models import load_model
 from .unlearn import UnlearnConfig, unlearned_model
 
 # metric keys every ablation row carries (open-unlearning's names)
@@ -185,11 +186,11 @@ def forgetting_lambda(
     def build(directory: Path) -> None:
         begin = time.perf_counter()
         probes: list[tuple[float, float]] = []
+        tau, weights = perta.task_vector_and_weights(profile, bench, target_dir, method, cfg, progress, control)
+        target, tokenizer = load_model(str(target_dir), seed=profile.seed)
 
         def forgets(lam: float) -> bool:
-            candidate, tokenizer = perta.unlearned(profile, bench, target_dir, method, lam, cfg, progress,
-                                                   control).factory()
-            rouge = perta.forget_rouge(candidate, tokenizer, bench.forget, profile)
+            rouge = perta.forget_rouge(perta.perta_unlearn(target, tau, weights, lam), tokenizer, bench.forget, profile)
             probes.append((lam, rouge))
             return rouge <= retain_rouge
 

@@ -439,16 +439,28 @@ def unlearned(
             key["weights"]["control"] = control
 
     def factory() -> tuple[Any, Any]:
-        tau = task_vector_for(profile, target_dir, reinforced_model(profile, bench, target_dir, cfg, progress))
-        weights = None if method == "tv" else perta_weights_for(profile, bench, target_dir, method, cfg, progress)
-        if control == "constant":
-            weights = constant_weights_like(weights)
-        elif control == "random":
-            weights = random_weights_like(weights, seed=profile.seed)
+        tau, weights = task_vector_and_weights(profile, bench, target_dir, method, cfg, progress, control)
         model, tokenizer = load_model(str(target_dir), seed=profile.seed)
         return tau.apply_to(model, scale=-lam, weights=weights), tokenizer
 
     return Unlearned(factory, key, f"{method}{'-' + control if control else ''}-lam{lam:g}")
+
+
+def task_vector_and_weights(
+    profile: Profile, bench: Any, target_dir: str | Path, method: str, cfg: PerTAConfig | None = None,
+    progress: bool = True, control: str | None = None,
+) -> tuple[TaskVector, dict[str, Tensor] | None]:
+    """What :func:`unlearned` subtracts, for every lambda at once: ``(tau, w)`` with ``w`` None for TV,
+    PerTA's weights, or the ``control`` that replaces them (each part cached). So a caller probing many
+    lambdas builds them once and calls :func:`perta_unlearn` per lambda."""
+    cfg = cfg or perta_config(profile)
+    tau = task_vector_for(profile, target_dir, reinforced_model(profile, bench, target_dir, cfg, progress))
+    weights = None if method == "tv" else perta_weights_for(profile, bench, target_dir, method, cfg, progress)
+    if control == "constant":
+        weights = constant_weights_like(weights)
+    elif control == "random":
+        weights = random_weights_like(weights, seed=profile.seed)
+    return tau, weights
 
 
 def evaluate_unlearned(

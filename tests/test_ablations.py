@@ -102,26 +102,31 @@ def test_perta_variants_and_controls(setup, tmp_path):  # noqa: F811
 
 def test_forgetting_lambda_probes_the_variant_and_is_cached(setup, monkeypatch):  # noqa: F811
     profile, bench, target, _, cfg = setup
-    seen = []
+    seen, parts = [], []
+    real_unlearn, real_parts = perta.perta_unlearn, perta.task_vector_and_weights
+
+    def tagged(original, tau, weights, lam):
+        seen.append(lam)
+        return real_unlearn(original, tau, weights, lam)
+
+    def counted(*args):
+        parts.append(args[-1])  # the control
+        return real_parts(*args)
 
     def probe(model, tokenizer, records, profile_):
-        lam = seen[-1]
-        return 1 / (1 + lam)  # forgets (<= 0.25) from lambda = 3 on
-
-    real_unlearned = perta.unlearned
-
-    def recording(profile_, bench_, target_, method, lam, cfg_=None, progress=True, control=None):
-        seen.append(lam)
-        return real_unlearned(profile_, bench_, target_, method, lam, cfg_, progress, control)
+        return 1 / (1 + seen[-1])  # forgets (<= 0.25) from lambda = 3 on
 
     monkeypatch.setattr(perta, "forget_rouge", probe)
-    monkeypatch.setattr(perta, "unlearned", recording)
+    monkeypatch.setattr(perta, "perta_unlearn", tagged)
+    monkeypatch.setattr(perta, "task_vector_and_weights", counted)
     found = ablations.forgetting_lambda(profile, bench, target, 0.25, "perta-grad", cfg, "constant", start=1.0)
     # 1 and 2 do not forget, 4 does, and the bisection 4 / sqrt 2 = 2.83 does not
     assert [lam for lam, _ in found["probes"]] == pytest.approx([1.0, 2.0, 4.0, 4 / math.sqrt(2)])
     assert found["lam"] == 4.0 and found["rouge"] == pytest.approx(0.2) and found["note"] == ""
+    assert parts == ["constant"], "tau and the weights are built once for all the probes"
     n = len(seen)
     again = ablations.forgetting_lambda(profile, bench, target, 0.25, "perta-grad", cfg, "constant", start=1.0)
-    assert again == found and len(seen) == n + 1, "cached: only the key is computed again, no probe"
+    assert again == found and len(seen) == n and parts == ["constant"], "cached: no probe, nothing built"
     other = ablations.forgetting_lambda(profile, bench, target, 0.25, "perta-grad", cfg, None, start=1.0)
-    assert len(seen) > n + 1 and other["lam"] == found["lam"], "another control is another entry"
+    assert len(seen) > n and parts == ["constant", None] and other["lam"] == found["lam"], \
+        "another control is another entry"
