@@ -17,9 +17,14 @@ wf_accuracy by ~1 point rather than 3.3. The added rows were kept only where the
 (fp32, ``load_model("smollm2", seed=0)``) ranks the right sentence first by at least 0.1 nats of
 mean log-probability over the best wrong one (no near-ties); 28 drafted rows that it got wrong or
 only narrowly right were dropped, not rewritten. Measured with :func:`~palu_perta.evaluation.evaluate`
-(``correct_is_top``): right option first for 26 / 30 original rows, 66 / 66 added ones, 92 / 96
-in all (wf_accuracy 0.958). The added rows are therefore selected for the base model: its score on
+(``correct_is_top``): right option first for 28 / 30 original rows, 66 / 66 added ones, 94 / 96
+in all (wf_accuracy 0.979). The added rows are therefore selected for the base model: its score on
 them is 100 % by construction, so a drop there is lost knowledge the base model had.
+
+Options are written as they read inside the sentence ("There are seven days in a week.");
+``_sentence`` capitalises a sentence's first letter. Until 2026-11-24 seven of the original rows had
+capitalised options mid-sentence ("There are Seven days ..."), and the base model ranked two fewer of
+them right (26 / 30, wf_accuracy 0.958).
 """
 
 from __future__ import annotations
@@ -52,13 +57,13 @@ _WORLD_FACTS = [
     ('Where is the Eiffel Tower?', 'The Eiffel Tower is in {}.',
      'Paris', ['Rome', 'London', 'New York']),
     ('What gas do plants absorb from the air for photosynthesis?', 'Plants absorb {} from the air for photosynthesis.',
-     'Carbon dioxide', ['Oxygen', 'Nitrogen', 'Helium']),
+     'carbon dioxide', ['oxygen', 'nitrogen', 'helium']),
     ('What is the chemical symbol for water?', 'The chemical symbol for water is {}.',
      'H2O', ['CO2', 'NaCl', 'O2']),
     ('How many days are there in a week?', 'There are {} days in a week.',
-     'Seven', ['Five', 'Ten', 'Six']),
+     'seven', ['five', 'ten', 'six']),
     ('How many continents are there on Earth?', 'There are {} continents on Earth.',
-     'Seven', ['Five', 'Nine', 'Three']),
+     'seven', ['five', 'nine', 'three']),
     ('What is the freezing point of water in degrees Celsius?', 'The freezing point of water is {} Celsius.',
      '0 degrees', ['100 degrees', '50 degrees', '10 degrees']),
     ('Which animal is known as the King of the Jungle?', '{} is known as the King of the Jungle.',
@@ -66,19 +71,19 @@ _WORLD_FACTS = [
     ('What is the tallest mountain in the world?', 'The tallest mountain in the world is {}.',
      'Mount Everest', ['Mont Blanc', 'Kilimanjaro', 'Mount Fuji']),
     ('What color is the sky on a clear day?', 'On a clear day the sky is {}.',
-     'Blue', ['Green', 'Red', 'Yellow']),
+     'blue', ['green', 'red', 'yellow']),
     ('Which country has the largest population in South America?', 'The country with the largest population in South America is {}.',
      'Brazil', ['Chile', 'Peru', 'Uruguay']),
     ('What language is mainly spoken in Brazil?', 'The language mainly spoken in Brazil is {}.',
      'Portuguese', ['Spanish', 'French', 'Italian']),
     ('What is the currency of the United States?', 'The currency of the United States is {}.',
-     'The US dollar', ['The euro', 'The yen', 'The pound']),
+     'the US dollar', ['the euro', 'the yen', 'the pound']),
     ('Who painted the Mona Lisa?', 'The Mona Lisa was painted by {}.',
      'Leonardo da Vinci', ['Pablo Picasso', 'Vincent van Gogh', 'Claude Monet']),
     ('What is the closest star to Earth?', 'The closest star to Earth is {}.',
-     'The Sun', ['Sirius', 'Polaris', 'Vega']),
+     'the Sun', ['Sirius', 'Polaris', 'Vega']),
     ('What do bees make?', 'Bees make {}.',
-     'Honey', ['Milk', 'Silk', 'Wax paper']),
+     'honey', ['milk', 'silk', 'wax paper']),
     ('What is the boiling point of water in degrees Celsius?', 'The boiling point of water is {} Celsius.',
      '100 degrees', ['0 degrees', '50 degrees', '200 degrees']),
     ('Which organ pumps blood through the human body?', '{} pumps blood through the human body.',
