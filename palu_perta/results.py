@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from . import perta, pipeline
+from .evaluation import forget_hash
 from .config import PALU_HYPER, UNLEARN_METHODS, Profile, lambda_grid_points, unlearn_budget
 from .plots import figure_path
 from .unlearn import UnlearnConfig, unlearned_model
@@ -34,6 +35,16 @@ def _row(model: str, notebook: str, summary: dict[str, Any], setting: str = "") 
 def best_on_grid(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The sweep row with the highest forget quality; ties go to the higher model utility."""
     return max(rows, key=lambda r: (r["forget_quality"], r["model_utility"]))
+
+
+def distinct_splits(profile: Profile, splits: list[str]) -> list[list[str]]:
+    """``splits`` grouped by the forget set they select, in order: a split is computed once per forget
+    set (on 20 synthetic authors forget01 and forget05 are both one author, the same one)."""
+    groups: dict[str, list[str]] = {}
+    for split in dict.fromkeys(splits):  # a name given twice is one split
+        forget = pipeline.benchmark(profile.replace(forget_split=split)).forget
+        groups.setdefault(forget_hash(forget), []).append(split)
+    return list(groups.values())
 
 
 def results_table(profile: Profile, methods: tuple[str, ...] = UNLEARN_METHODS, progress: bool = False) -> pd.DataFrame:

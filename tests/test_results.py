@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from palu_perta import results
-from palu_perta.results import best_on_grid, save_table, to_markdown
+from palu_perta.config import get_profile
+from palu_perta.results import best_on_grid, distinct_splits, save_table, to_markdown
 
 
 def test_best_on_grid_takes_the_highest_forget_quality_then_utility():
@@ -33,3 +34,9 @@ def test_save_table_writes_csv_and_markdown_beside_the_profile_figures(tmp_path,
     assert pd.read_csv(csv_path, index_col=0).loc["GA", "FQ"] == 0.5
     assert "| GA | 0.500 |" in md_path.read_text()
     assert not [p for p in (tmp_path / "smoke").iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_splits_that_select_the_same_forget_set_are_grouped():
+    profile = get_profile("cpu")  # 20 authors: forget01 and forget05 are one author, forget10 two
+    assert distinct_splits(profile, ["forget01", "forget05", "forget10"]) == [["forget01", "forget05"], ["forget10"]]
+    assert distinct_splits(profile, ["forget10", "forget10"]) == [["forget10"]]
