@@ -169,7 +169,7 @@ PROFILES: dict[str, Profile] = {
         n_holdout_authors=2,
         # The gentlest recipe of a small sweep that memorised the authors (benchmarks/NOTES.md, "cpu
         # fine-tuning recipe"): more, smaller steps at half the earlier lr 2e-4. Then 70 % of the weight
-        # change is kept (WiSE-FT, notebook 02 section 4): at mix 1 world_facts drops 8 points, at 0.7 4.
+        # change is kept (WiSE-FT, notebook 02 section 4): world_facts accuracy drops 10 points at mix 1, 5 at 0.7.
         finetune=FinetuneConfig(
             epochs=8, learning_rate=1e-4, batch_size=8, per_device_batch_size=8, warmup_ratio=0.1,
             bf16=True, max_length=160, mix=0.7,

@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 
 from . import perta, pipeline
-from .evaluation import forget_hash
 from .config import PALU_HYPER, UNLEARN_METHODS, Profile, lambda_grid_points, unlearn_budget
+from .evaluation import forget_hash
 from .plots import figure_path
 from .unlearn import UnlearnConfig, unlearned_model
 
