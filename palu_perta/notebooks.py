@@ -13,11 +13,14 @@ cell reads it), so the stored notebooks carry no injected-parameters cell.
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
+import platform
 import time
 from pathlib import Path
 
-from .config import PROFILES, repo_root
+from .config import PROFILES, artifacts_root, repo_root
 
 
 def notebook_dir() -> Path:
@@ -74,6 +77,44 @@ def run_notebook(path: Path, profile: str, out: Path | None = None, timeout: int
     return time.perf_counter() - start
 
 
+def cache_entries() -> dict[str, int]:
+    """Finished entries in the artifacts directory, per kind (``models``, ``evals``, ...)."""
+    root = artifacts_root()
+    if not root.is_dir():
+        return {}
+    return {kind.name: sum(1 for entry in kind.iterdir() if (entry / "artifact.json").is_file())
+            for kind in sorted(root.iterdir()) if kind.is_dir()}
+
+
+def timing_record(profile: str, seconds: dict[str, float], before: dict[str, int], after: dict[str, int]) -> dict:
+    """What one run of the runner cost: seconds per notebook, the total, and how many cache entries it
+    built (none: a warm-cache rerun; many: a run from nothing), with the machine it ran on."""
+    built = {kind: after.get(kind, 0) - before.get(kind, 0) for kind in after if after.get(kind, 0) != before.get(kind, 0)}
+    return {"profile": profile, "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "notebooks_s": {name: round(s, 1) for name, s in seconds.items()}, "total_s": round(sum(seconds.values()), 1),
+            "cache_entries_before": before, "cache_entries_built": built,
+            "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                        "torch_threads": _torch_threads()}}
+
+
+def _torch_threads() -> int | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.get_num_threads()
+
+
+def save_timing(record: dict, folder: Path | None = None) -> Path:
+    """Append ``record`` as one JSON line to ``benchmarks/results/notebook_runs.jsonl`` (or ``folder``)."""
+    folder = folder or (repo_root() or Path.cwd()) / "benchmarks" / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "notebook_runs.jsonl"
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="notebook stems or prefixes (default: all)")
@@ -81,16 +122,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write executed notebooks here instead of in place")
     parser.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT, help="seconds a cell may run (default: %(default)s)")
     args = parser.parse_args(argv)
-    total = 0.0
+    before = cache_entries()
+    seconds: dict[str, float] = {}
     for path in list_notebooks(args.names):
         out = None
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
             out = args.out / path.name
-        seconds = run_notebook(path, args.profile, out, timeout=args.cell_timeout)
-        total += seconds
-        print(f"{path.name:32s} {seconds:8.1f} s", flush=True)
-    print(f"{'total':32s} {total:8.1f} s")
+        seconds[f"{path.parent.name}/{path.stem}"] = run_notebook(path, args.profile, out, timeout=args.cell_timeout)
+        print(f"{path.name:32s} {list(seconds.values())[-1]:8.1f} s", flush=True)
+    print(f"{'total':32s} {sum(seconds.values()):8.1f} s")
+    if not args.out:  # a run in place is a run of the tutorial: keep what it cost (benchmarks/NOTES.md)
+        print("timing appended to", save_timing(timing_record(args.profile, seconds, before, cache_entries())))
 
 
 if __name__ == "__main__":

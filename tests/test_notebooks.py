@@ -59,3 +59,37 @@ def test_runner_keeps_the_original_on_failure(tmp_path):
         run_notebook(path, "smoke", timeout=120)
     assert path.read_text() == before
     assert (tmp_path / "99_broken.failed.ipynb").exists()
+
+
+def test_the_runner_records_what_a_run_cost(tmp_path, monkeypatch):
+    """Seconds per notebook and the cache entries the run built, one JSON line per run, and the
+    benchmark's table that reads them."""
+    import importlib.util
+
+    from palu_perta.notebooks import cache_entries, save_timing, timing_record
+
+    monkeypatch.setenv("PALU_PERTA_ARTIFACTS", str(tmp_path / "artifacts"))
+    assert cache_entries() == {}
+
+    def entry(kind, name):
+        (tmp_path / "artifacts" / kind / name).mkdir(parents=True)
+        (tmp_path / "artifacts" / kind / name / "artifact.json").write_text("{}")
+
+    entry("models", "cpu-target-1")
+    (tmp_path / "artifacts" / "models" / ".cpu-retain-2.tmp").mkdir()  # unfinished: not counted
+    before = cache_entries()
+    entry("models", "cpu-retain-2")
+    entry("evals", "target-3")
+    record = timing_record("cpu", {"notebooks/01_data": 3.0, "solutions/01_data_solutions": 1.5}, before, cache_entries())
+    assert before == {"models": 1}
+    assert record["total_s"] == 4.5 and record["cache_entries_built"] == {"evals": 1, "models": 1}
+    path = save_timing(record, tmp_path)
+    save_timing(timing_record("cpu", {"notebooks/01_data": 2.0}, cache_entries(), cache_entries()), tmp_path)
+    spec = importlib.util.spec_from_file_location("end_to_end", repo_root() / "benchmarks" / "end_to_end.py")
+    end_to_end = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(end_to_end)
+    runs = end_to_end.load_runs(path, "cpu")
+    assert len(runs) == 2 and end_to_end.load_runs(path, "smoke") == []
+    text = end_to_end.table(runs)
+    assert "cpu (built what was missing)" in text and "1 evals, 1 models" in text and "01s 2 s" in text
+    assert "cpu (warm cache)" in text and "**0.1 min**" in text
