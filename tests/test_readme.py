@@ -1,0 +1,56 @@
+"""The README shows what the notebooks write: its figures are files the notebooks save, every figure in
+``figures/`` is saved by a notebook (none left over from a renamed plot), and its results table holds
+the numbers of ``figures/results.md``, which notebook 08 writes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from palu_perta.config import get_profile, repo_root
+
+ROOT = repo_root()
+pytestmark = pytest.mark.skipif(ROOT is None, reason="needs the git checkout (README, notebooks, figures)")
+
+
+def saved_figures() -> set[str]:
+    """Names the notebooks pass to ``plots.savefig``."""
+    names: set[str] = set()
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        names |= set(re.findall(r'savefig\(fig, \\"([A-Za-z0-9_]+)\\"', path.read_text()))
+    return names
+
+
+def table_rows(text: str, header: str) -> list[list[str]]:
+    """The rows (lists of cells) of the markdown table whose header line starts with ``header``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def test_readme_figures_are_the_notebooks_figures():
+    readme = (ROOT / "README.md").read_text()
+    shown = set(re.findall(r"figures/([A-Za-z0-9_]+)\.png", readme))
+    assert shown, "the README shows no figure"
+    assert not shown - saved_figures(), f"the README shows figures no notebook saves: {sorted(shown - saved_figures())}"
+    assert all((ROOT / "figures" / f"{name}.png").is_file() for name in shown)
+
+
+def test_every_committed_figure_is_saved_by_a_notebook():
+    committed = {p.stem for p in (ROOT / "figures").glob("*.png")}
+    assert not committed - saved_figures(), f"stale figures: {sorted(committed - saved_figures())}"
+
+
+def test_readme_results_table_is_notebook_08s():
+    """The README shows the cpu profile's forget split, without the split column."""
+    split = get_profile("cpu").forget_split
+    readme = table_rows((ROOT / "README.md").read_text(), "| model | notebook |")
+    written = [[row[0], *row[2:]] for row in table_rows((ROOT / "figures" / "results.md").read_text(), "| model | split |")
+               if split in row[1].split(" = ")]
+    assert readme and readme == written, "the README's results table differs from figures/results.md"
