@@ -382,6 +382,17 @@ def _states(seed: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     return original, finetuned
 
 
+def _ensemble_cases() -> list[Case]:
+    return [Case((*_states(seed), mix), f"random 3-tensor state dicts (seed {seed}), mix={mix}")
+            for seed, mix in ((0, 0.7), (1, 0.25), (2, 1.0))]
+
+
+def _reference_ensemble(base: Mapping[str, Tensor], trained: Mapping[str, Tensor], mix: float) -> dict[str, Tensor]:
+    from .task_vectors import TaskVector  # training.mix_with_base does this on whole models
+
+    return {name: base[name] + mix * tau for name, tau in TaskVector.from_state_dicts(base, trained).items()}
+
+
 def _task_vector_cases() -> list[Case]:
     return [Case(_states(seed), f"random 3-tensor state dicts (seed {seed})") for seed in (0, 1)]
 
@@ -719,6 +730,22 @@ EXERCISES: dict[str, Exercise] = _registry(
             Mistake(lambda a, b: float(stats.ttest_ind(a, b).pvalue),
                     "a t-test compares only the means. TOFU uses the two-sample Kolmogorov-Smirnov test "
                     "(scipy.stats.ks_2samp), which compares whole distributions."),
+        ),
+    ),
+    Exercise(
+        "02.ensemble", "The weight-space ensemble with the base model (WiSE-FT)",
+        "my_ensemble(base, trained, mix) -> dict[str, Tensor] (state dicts in, the ensemble's state dict out)",
+        _reference_ensemble, _ensemble_cases,
+        mistakes=(
+            Mistake(lambda b, t, m: {k: b[k] + (1 - m) * (t[k] - b[k]) for k in b},
+                    "mix is the share of the weight change that is *kept*: mix = 1 is the fine-tuned model itself. "
+                    "This keeps 1 - mix of it: theta = theta_base + mix * (theta_trained - theta_base)."),
+            Mistake(lambda b, t, m: {k: b[k] + m * t[k] for k in b},
+                    "this adds mix times the trained weights, not mix times the weight change. The step is a task "
+                    "vector: theta = theta_base + mix * (theta_trained - theta_base)."),
+            Mistake(lambda b, t, m: {k: m * t[k] for k in b},
+                    "this shrinks the trained weights towards zero, not towards the base model: "
+                    "theta = theta_base + mix * (theta_trained - theta_base)."),
         ),
     ),
     Exercise(
