@@ -89,20 +89,14 @@ def cache_entries() -> dict[str, int]:
 def timing_record(profile: str, seconds: dict[str, float], before: dict[str, int], after: dict[str, int]) -> dict:
     """What one run of the runner cost: seconds per notebook, the total, and how many cache entries it
     built (none: a warm-cache rerun; many: a run from nothing), with the machine it ran on."""
+    import torch  # here, not at import: listing or running notebooks does not need it
+
     built = {kind: after.get(kind, 0) - before.get(kind, 0) for kind in after if after.get(kind, 0) != before.get(kind, 0)}
     return {"profile": profile, "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "notebooks_s": {name: round(s, 1) for name, s in seconds.items()}, "total_s": round(sum(seconds.values()), 1),
             "cache_entries_before": before, "cache_entries_built": built,
             "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                        "torch_threads": _torch_threads()}}
-
-
-def _torch_threads() -> int | None:
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch.get_num_threads()
+                        "torch_threads": torch.get_num_threads()}}
 
 
 def save_timing(record: dict, folder: Path | None = None) -> Path:
@@ -129,8 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
             out = args.out / path.name
-        seconds[f"{path.parent.name}/{path.stem}"] = run_notebook(path, args.profile, out, timeout=args.cell_timeout)
-        print(f"{path.name:32s} {list(seconds.values())[-1]:8.1f} s", flush=True)
+        spent = seconds[f"{path.parent.name}/{path.stem}"] = run_notebook(path, args.profile, out, timeout=args.cell_timeout)
+        print(f"{path.name:32s} {spent:8.1f} s", flush=True)
     print(f"{'total':32s} {sum(seconds.values()):8.1f} s")
     if not args.out:  # a run in place is a run of the tutorial: keep what it cost (benchmarks/NOTES.md)
         print("timing appended to", save_timing(timing_record(args.profile, seconds, before, cache_entries())))
