@@ -185,16 +185,10 @@ def forgetting_lambda(
 
     def build(directory: Path) -> None:
         begin = time.perf_counter()
-        probes: list[tuple[float, float]] = []
         tau, weights = perta.task_vector_and_weights(profile, bench, target_dir, method, cfg, progress, control)
         target, tokenizer = load_model(str(target_dir), seed=profile.seed)
-
-        def forgets(lam: float) -> bool:
-            rouge = perta.forget_rouge(perta.perta_unlearn(target, tau, weights, lam), tokenizer, bench.forget, profile)
-            probes.append((lam, rouge))
-            return rouge <= retain_rouge
-
-        lam, note = perta.lambda_ladder(forgets, start, max_steps)
+        lam, note, probes = perta.forgetting_ladder(target, tokenizer, tau, weights, bench.forget, profile, retain_rouge,
+                                                    start, max_steps)
         rouge = next(r for l, r in reversed(probes) if l == lam)
         atomic_write_json(directory / "lambda.json", {"lam": lam, "rouge": rouge, "probes": probes, "note": note,
                                                       "wall_time_s": round(time.perf_counter() - begin, 2)})

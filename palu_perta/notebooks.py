@@ -20,6 +20,7 @@ import platform
 import time
 from pathlib import Path
 
+from .artifacts import CONFIG_FILE
 from .config import PROFILES, artifacts_root, repo_root
 
 
@@ -82,7 +83,7 @@ def cache_entries() -> dict[str, int]:
     root = artifacts_root()
     if not root.is_dir():
         return {}
-    return {kind.name: sum(1 for entry in kind.iterdir() if (entry / "artifact.json").is_file())
+    return {kind.name: sum(1 for entry in kind.iterdir() if (entry / CONFIG_FILE).is_file())
             for kind in sorted(root.iterdir()) if kind.is_dir()}
 
 

@@ -507,6 +507,24 @@ def forget_rouge(model: nn.Module, tokenizer: Any, records: Sequence[dict], prof
     return float(np.mean([rouge_scores(a, r["answer"])["rougeL_recall"] for a, r in zip(answers, records)]))
 
 
+def forgetting_ladder(
+    target: nn.Module, tokenizer: Any, tau: TaskVector, weights: Mapping[str, Tensor] | None, forget: Sequence[dict],
+    profile: Profile, retain_rouge: float, start: float = 1.0, max_steps: int = 10,
+) -> tuple[float, str, list[tuple[float, float]]]:
+    """:func:`lambda_ladder` over theta_o - lam * (w * tau): a rung forgets when the forget ROUGE-L of its
+    greedy answers (:func:`forget_rouge`) is at most ``retain_rouge``. Returns ``(lam, note, probes)``, the
+    probes as (lambda, ROUGE-L) in probing order."""
+    probes: list[tuple[float, float]] = []
+
+    def forgets(lam: float) -> bool:
+        rouge = forget_rouge(perta_unlearn(target, tau, weights, lam), tokenizer, forget, profile)
+        probes.append((lam, rouge))
+        return rouge <= retain_rouge
+
+    lam, note = lambda_ladder(forgets, start, max_steps)
+    return lam, note, probes
+
+
 def lambda_ladder(forgets: Callable[[float], bool], start: float = 1.0, max_steps: int = 10) -> tuple[float, str]:
     """The smallest lambda at which ``forgets(lambda)`` holds, to within a factor sqrt 2, assuming it holds
     from some lambda on: from ``start``, halve while the rung below still forgets, or double until a rung
@@ -587,12 +605,8 @@ def calibrate_lambda(
             note = (f"the target's forget ROUGE-L ({target_rouge:.3f}) is not {min_gap} above the retain model's "
                     f"({retain_rouge:.3f}): no signal to calibrate on; lambda* = {start:g}")
         else:
-            def forgets(lam: float) -> bool:
-                rouge = forget_rouge(perta_unlearn(target, tau, None, lam), tokenizer, bench.forget, profile)
-                probes.append((lam, rouge))
-                return rouge <= retain_rouge
-
-            lam_star, note = lambda_ladder(forgets, start, max_steps)
+            lam_star, note, probes = forgetting_ladder(target, tokenizer, tau, None, bench.forget, profile, retain_rouge,
+                                                       start, max_steps)
             if note:
                 note += ": the grid ends below forgetting"
         grid = [float(f"{lam_star * 2.0 ** k:.3g}") for k in range(-1, points - 1)]
