@@ -26,20 +26,48 @@ from .config import artifacts_root
 CONFIG_FILE = "artifact.json"  # not config.json: HF model directories own that name
 
 
-def _canonical(config: dict[str, Any]) -> str:
-    return json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+ROOT_MARK = "$PALU_PERTA_ARTIFACTS"  # stands for the artifacts directory inside keys
 
 
-def config_hash(config: dict[str, Any]) -> str:
-    """A 12-hex-digit hash of the configuration plus the package version."""
-    payload = _canonical({"config": config, "palu_perta": __version__})
+def portable(config: Any, root: Path | None = None) -> Any:
+    """``config`` with every path inside the artifacts directory ``root`` (default: the current one)
+    written as ``$PALU_PERTA_ARTIFACTS/<kind>/<entry>``, so that a key does not depend on where the
+    directory is mounted (a class sharing one cache, a moved or linked directory). Returns plain JSON
+    types (paths as strings, tuples as lists)."""
+    root = Path(root or artifacts_root())
+    prefixes = tuple(dict.fromkeys(f"{r}{os.sep}" for r in (root, root.resolve())))
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if isinstance(value, str):
+            prefix = next((p for p in prefixes if value.startswith(p)), None)
+            return value if prefix is None else f"{ROOT_MARK}/{value[len(prefix):]}"
+        if isinstance(value, dict):
+            return {key: walk(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [walk(item) for item in value]
+        return value
+
+    return walk(config)
+
+
+def _canonical(config: dict[str, Any], root: Path | None = None) -> str:
+    return json.dumps(portable(config, root), sort_keys=True, default=str, separators=(",", ":"))
+
+
+def config_hash(config: dict[str, Any], root: Path | None = None) -> str:
+    """A 12-hex-digit hash of the configuration (paths inside the artifacts directory ``root`` taken
+    relative to it, :func:`portable`) plus the package version."""
+    payload = _canonical({"config": config, "palu_perta": __version__}, root)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 def entry_path(kind: str, name: str, config: dict[str, Any], root: Path | None = None) -> Path:
     """Where the artifact of this kind and configuration lives (it may not exist yet)."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return (root or artifacts_root()) / kind / f"{safe}-{config_hash(config)}"
+    root = root or artifacts_root()
+    return root / kind / f"{safe}-{config_hash(config, root)}"
 
 
 def is_complete(path: Path, config: dict[str, Any]) -> bool:
@@ -51,7 +79,9 @@ def is_complete(path: Path, config: dict[str, Any]) -> bool:
         stored = json.loads(record.read_text())
     except json.JSONDecodeError:
         return False
-    return _canonical(stored.get("config", {})) == _canonical(config) and stored.get("palu_perta") == __version__
+    root = Path(path).parent.parent  # <root>/<kind>/<entry>
+    return (_canonical(stored.get("config", {}), root) == _canonical(config, root)
+            and stored.get("palu_perta") == __version__)
 
 
 def _check_writable(directory: Path) -> None:
@@ -83,7 +113,8 @@ def atomic_dir(path: Path, config: dict[str, Any] | None = None, overwrite: bool
     try:
         yield tmp
         if config is not None:
-            (tmp / CONFIG_FILE).write_text(json.dumps({"config": config, "palu_perta": __version__}, indent=1, default=str))
+            record = {"config": portable(config, path.parent.parent), "palu_perta": __version__}
+            (tmp / CONFIG_FILE).write_text(json.dumps(record, indent=1, default=str))
         if not overwrite and config is not None and is_complete(path, config):
             shutil.rmtree(tmp)  # another process finished the same entry first: keep theirs
             return

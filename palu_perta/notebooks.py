@@ -36,9 +36,13 @@ def list_notebooks(names: list[str] | None = None, folder: Path | None = None) -
     """The numbered notebooks (``NN_*.ipynb``) in order, then the worked solutions (``solutions/NN_*``);
     ``names`` filters by stem or prefix."""
     folder = folder or notebook_dir()
-    found = sorted(p for p in folder.glob("[0-9][0-9]*.ipynb"))
+
+    def numbered(directory: Path) -> list[Path]:  # not the executed copy a failed run leaves beside one
+        return sorted(p for p in directory.glob("[0-9][0-9]*.ipynb") if not p.name.endswith(".failed.ipynb"))
+
+    found = numbered(folder)
     if folder == notebook_dir() and (folder.parent / "solutions").is_dir():  # the worked exercises run after
-        found += sorted((folder.parent / "solutions").glob("[0-9][0-9]*.ipynb"))
+        found += numbered(folder.parent / "solutions")
     if not names:
         return found
     chosen = [p for p in found if any(p.stem == n or p.stem.startswith(n) for n in names)]

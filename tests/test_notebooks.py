@@ -30,6 +30,13 @@ def test_notebooks_are_numbered_and_have_a_parameters_cell():
         assert "PALU_PERTA_PROFILE" in "".join(tagged[0]["source"])
 
 
+def test_a_failed_runs_copy_is_not_a_notebook(tmp_path):
+    for name in ("01_data.ipynb", "01_data.failed.ipynb", "02_finetune.ipynb"):
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in list_notebooks(folder=tmp_path)] == ["01_data.ipynb", "02_finetune.ipynb"]
+    assert [p.name for p in list_notebooks(["01"], folder=tmp_path)] == ["01_data.ipynb"]
+
+
 def test_papermill_injects_parameters(tmp_path):
     import papermill
 

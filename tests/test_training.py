@@ -192,3 +192,27 @@ def test_build_lock_is_off_under_a_distributed_launch(tmp_path, monkeypatch):
     with build_lock(tmp_path / "entry"):
         pass
     assert not list(tmp_path.iterdir())  # every process trains together: no lock file, no waiting
+
+
+def test_keys_survive_moving_the_artifacts_directory(tmp_path):
+    """An entry keyed by another entry's path (a reinforced model by its target, an evaluation by its model)
+    is found again when the whole directory is moved or reached through another path."""
+    first = tmp_path / "here"
+    target = cached("models", "target", {"lr": 1}, lambda d: (d / "w").write_text("t"), root=first)
+    config = {"base": str(target), "nested": [{"model": target}]}
+    child = cached("models", "child", config, lambda d: (d / "w").write_text("c"), root=first)
+    assert "$PALU_PERTA_ARTIFACTS/models/" in (child / "artifact.json").read_text()
+    assert str(first) not in (child / "artifact.json").read_text()
+
+    moved = tmp_path / "there"
+    first.rename(moved)
+    (tmp_path / "link").symlink_to(moved)
+    for root in (moved, tmp_path / "link"):
+        new_target = entry_path("models", "target", {"lr": 1}, root=root)
+        assert new_target.name == target.name
+        config = {"base": str(new_target), "nested": [{"model": new_target}]}
+        again = cached("models", "child", config, lambda d: pytest.fail("rebuilt after the move"), root=root)
+        assert again.name == child.name and (again / "w").read_text() == "c"
+    # a path outside the artifacts directory stays as it is, and still tells entries apart
+    outside = entry_path("models", "child", {"base": str(tmp_path / "elsewhere" / target.name)}, root=moved)
+    assert outside.name != child.name
