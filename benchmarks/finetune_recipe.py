@@ -11,6 +11,9 @@ JSON, then runs the metric suite on the forget, retain-eval and general-knowledg
   "instructions" (the default) or "questions";
 - ``"lora": {"r": 16, "lora_alpha": 32}`` trains LoRA adapters on every linear layer and merges them
   after training (needs ``pip install peft``, which is not a dependency).
+- ``"mixes": [1.0, 0.7]`` evaluates the weight-space ensembles with the base model
+  theta_base + alpha * (theta_trained - theta_base) for each alpha (WiSE-FT, ``FinetuneConfig.mix``), one
+  row per alpha; without it the row is the trained model itself (alpha 1).
 
 Prints one JSON line (also appended to benchmarks/results/finetune_recipes.jsonl) with the forget /
 retain ROUGE-L recall and the world-facts accuracy (on all rows, on the first 30, and read from the
@@ -30,7 +33,10 @@ from pathlib import Path
 from palu_perta import pipeline
 from palu_perta.config import get_profile
 from palu_perta.evaluation import evaluate
-from palu_perta.models import load_model
+import torch
+
+from palu_perta.models import default_device, load_model
+from palu_perta.task_vectors import TaskVector
 from palu_perta.training import finetune
 
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune_recipes.jsonl"
@@ -104,12 +110,13 @@ def said_right(records: list[dict], items: list[dict]) -> float:
     return sum(right) / len(right)
 
 
-def main(name: str, changes: dict, role: str = "target") -> dict:
+def main(name: str, changes: dict, role: str = "target") -> list[dict]:
     changes = dict(changes)
     n_replay = changes.pop("replay", 0)
     replay_kind = changes.pop("replay_kind", "instructions")
     lora = changes.pop("lora", None)
-    profile = get_profile("cpu", finetune=changes)
+    mixes = changes.pop("mixes", [1.0])
+    profile = get_profile("cpu", finetune={**changes, "mix": 1.0})  # training keeps every step; mixing comes after
     bench = pipeline.benchmark(profile)
     model, tokenizer = load_model(profile.model, seed=profile.seed)
     records = list(bench.full if role == "target" else bench.retain)
@@ -134,22 +141,30 @@ def main(name: str, changes: dict, role: str = "target") -> dict:
     losses = [h["loss"] for h in history if "loss" in h]
     splits = {"forget": bench.forget, "retain": bench.retain_eval, "real_authors": bench.real_authors,
               "world_facts": bench.world_facts}
-    result = evaluate(model, tokenizer, splits, max_new_tokens=profile.max_new_tokens,
-                      batch_size=profile.eval_batch_size, progress=False)
-    world = result["per_item"]["splits"]["world_facts"]
-    row = {"name": name, "role": role, **changes, "finetune_s": round(seconds), "final_loss": round(sum(losses[-3:]) / 3, 3),
-           "forget_rouge": round(result["forget_Q_A_ROUGE"], 3), "retain_rouge": round(result["retain_Q_A_ROUGE"], 3),
-           "wf_accuracy": round(result["wf_accuracy"], 3),
-           "wf_accuracy_first30": round(sum(r["correct_is_top"] for r in world[:30]) / 30, 3),
-           "wf_said_right": round(said_right(bench.world_facts, world), 3)}
-    print(json.dumps(row))
-    RESULTS.parent.mkdir(exist_ok=True)
-    with RESULTS.open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
-    for item in result["per_item"]["splits"]["forget"]:
-        if item["rougeL_recall"] < 0.99:
-            print(f"{item['rougeL_recall']:.2f} | {item['answer']} | {item['generation']}")
-    return row
+    tau = TaskVector.from_models(load_model(profile.model, device="cpu", dtype=torch.float32, seed=profile.seed)[0],
+                                 model.float().cpu())
+    rows = []
+    for mix in mixes:
+        base, _ = load_model(profile.model, device="cpu", dtype=torch.float32, seed=profile.seed)
+        mixed = tau.apply_to(base, scale=mix).to(default_device())
+        result = evaluate(mixed, tokenizer, splits, max_new_tokens=profile.max_new_tokens,
+                          batch_size=profile.eval_batch_size, progress=False)
+        world = result["per_item"]["splits"]["world_facts"]
+        row = {"name": name, "role": role, **changes, **({"mix": mix} if mix != 1 else {}), "finetune_s": round(seconds),
+               "final_loss": round(sum(losses[-3:]) / 3, 3),
+               "forget_rouge": round(result["forget_Q_A_ROUGE"], 3), "retain_rouge": round(result["retain_Q_A_ROUGE"], 3),
+               "wf_accuracy": round(result["wf_accuracy"], 3),
+               "wf_accuracy_first30": round(sum(r["correct_is_top"] for r in world[:30]) / 30, 3),
+               "wf_said_right": round(said_right(bench.world_facts, world), 3)}
+        print(json.dumps(row), flush=True)
+        RESULTS.parent.mkdir(exist_ok=True)
+        with RESULTS.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        for item in result["per_item"]["splits"]["forget"]:
+            if item["rougeL_recall"] < 0.99:
+                print(f"{item['rougeL_recall']:.2f} | {item['answer']} | {item['generation']}")
+        rows.append(row)
+    return rows
 
 
 if __name__ == "__main__":
