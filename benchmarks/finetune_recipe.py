@@ -23,6 +23,7 @@ at a time: two runs share the two cores badly.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import sys
@@ -30,11 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from palu_perta import pipeline
 from palu_perta.config import get_profile
 from palu_perta.evaluation import evaluate
-import torch
-
 from palu_perta.models import default_device, load_model
 from palu_perta.task_vectors import TaskVector
 from palu_perta.training import finetune
@@ -141,12 +142,11 @@ def main(name: str, changes: dict, role: str = "target") -> list[dict]:
     losses = [h["loss"] for h in history if "loss" in h]
     splits = {"forget": bench.forget, "retain": bench.retain_eval, "real_authors": bench.real_authors,
               "world_facts": bench.world_facts}
-    tau = TaskVector.from_models(load_model(profile.model, device="cpu", dtype=torch.float32, seed=profile.seed)[0],
-                                 model.float().cpu())
+    base, _ = load_model(profile.model, device="cpu", dtype=torch.float32, seed=profile.seed)
+    tau = TaskVector.from_models(base, model.float().cpu())  # as training.mix_with_base, from the model in memory
     rows = []
     for mix in mixes:
-        base, _ = load_model(profile.model, device="cpu", dtype=torch.float32, seed=profile.seed)
-        mixed = tau.apply_to(base, scale=mix).to(default_device())
+        mixed = tau.apply_to(copy.deepcopy(base), scale=mix).to(default_device())
         result = evaluate(mixed, tokenizer, splits, max_new_tokens=profile.max_new_tokens,
                           batch_size=profile.eval_batch_size, progress=False)
         world = result["per_item"]["splits"]["world_facts"]
