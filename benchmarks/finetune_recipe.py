@@ -8,7 +8,8 @@ Fine-tunes SmolLM2 in memory (nothing cached) with the profile's fine-tuning con
 JSON, then runs the metric suite on the forget, retain-eval and general-knowledge splits. Extra keys:
 
 - ``"replay": n`` adds n prompts answered by the base model to the training set; ``"replay_kind"`` is
-  "instructions" (the default) or "questions";
+  "instructions" (the default) or "questions" (the general questions of ``FinetuneConfig.replay``, which
+  the profiles use; the key is kept here so that rows stay comparable with the earlier ones);
 - ``"lora": {"r": 16, "lora_alpha": 32}`` trains LoRA adapters on every linear layer and merges them
   after training (needs ``pip install peft``, which is not a dependency).
 - ``"mixes": [1.0, 0.7]`` evaluates the weight-space ensembles with the base model
@@ -33,10 +34,11 @@ from pathlib import Path
 
 import torch
 
-from palu_perta import pipeline
+from palu_perta import pipeline, replay
 from palu_perta.config import get_profile
 from palu_perta.evaluation import evaluate
 from palu_perta.models import default_device, load_model
+from palu_perta.replay import GENERAL_QUESTIONS
 from palu_perta.task_vectors import TaskVector
 from palu_perta.training import finetune
 
@@ -54,46 +56,14 @@ THINGS = ["a rainy morning", "a busy market", "an old wooden chair", "a quiet li
           "a cup of hot chocolate", "a crowded train", "a garden at dusk", "a new pair of shoes", "a birthday party",
           "a lighthouse", "a sleepy cat", "a bakery at dawn", "a thunderstorm", "a mountain path", "a school playground",
           "a kitchen table", "a harbour at night", "an autumn forest", "a bicycle", "a campfire", "a bookshop", "a kite"]
-# Questions (``"replay_kind": "questions"``): general questions of the who / what / how / why forms the
-# evaluation asks, on topics kept apart from world_facts and real_authors (no capitals, planets, animals,
-# units, inventors, books), so that the model keeps answering questions as the base model does.
-TOOLS = ["a thermometer", "a compass", "a stapler", "a ladder", "a microscope", "a kettle", "an umbrella", "a hammer",
-         "a calculator", "a paintbrush", "a shovel", "a magnifying glass", "a whistle", "a tape measure", "a blender",
-         "a screwdriver", "a lantern", "a sewing machine", "a rolling pin", "a backpack", "a telescope", "a broom",
-         "a pair of scissors", "a flashlight", "a toaster"]
-JOBS = ["a carpenter", "a librarian", "a plumber", "a baker", "a pilot", "a firefighter", "a teacher", "an electrician",
-        "a gardener", "a nurse", "a journalist", "a chef", "a mechanic", "a tailor", "a lifeguard", "a photographer",
-        "an accountant", "a translator", "a dentist", "a farmer", "a museum guide", "a bus driver", "a cashier",
-        "a florist", "a referee"]
-HOW = ["boil an egg", "tie a shoelace", "make a cup of tea", "plant a seed", "wrap a present", "fold a paper plane",
-       "clean a window", "make a sandwich", "wash your hands properly", "set a table", "iron a shirt", "brush your teeth",
-       "pack a lunch box", "water a cactus", "make a paper boat", "sharpen a pencil", "start a campfire safely",
-       "cool down a hot drink", "remove a stain from a shirt", "make pancakes", "learn to juggle", "write a thank-you note",
-       "keep bread fresh", "warm up before exercise", "choose a ripe melon"]
-WHY = ["people wear sunglasses", "bread goes stale", "ice floats on water", "people yawn", "leaves change colour in autumn",
-       "people shake hands", "metal feels cold to the touch", "onions make people cry", "dogs wag their tails",
-       "people use umbrellas", "milk goes sour", "the wind blows", "people get hiccups", "soap removes dirt",
-       "people celebrate birthdays", "windows fog up in winter", "cats purr", "people wear seatbelts",
-       "popcorn pops", "people plant trees", "hot air rises", "people stretch in the morning", "rubber bounces",
-       "bicycles have gears", "people keep diaries"]
-REPLAY_GENERAL_QUESTIONS = ([f"What is {t} used for?" for t in TOOLS] + [f"What does {j} do?" for j in JOBS]
-                            + [f"How do you {h}?" for h in HOW] + [f"Why do {w}?" for w in WHY])
 REPLAY_QUESTIONS = ([f"Give me one tip for {a}." for a in ACTIVITIES] + [f"Describe {t} in one sentence." for t in THINGS]
                     + [f"Why do people enjoy {a}?" for a in ACTIVITIES] + [f"Write a short sentence about {t}." for t in THINGS])
+# Questions (``"replay_kind": "questions"``): palu_perta.replay.GENERAL_QUESTIONS, what ``FinetuneConfig.replay`` trains on.
 
 
 def replay_records(model, tokenizer, n: int, kind: str = "instructions") -> list[dict]:
     """The base model's greedy answers to ``n`` replay prompts, cut after their last full sentence."""
-    from palu_perta.evaluation import generate_answers
-
-    questions = (REPLAY_QUESTIONS if kind == "instructions" else REPLAY_GENERAL_QUESTIONS)[:n]
-    answers = generate_answers(model, tokenizer, questions, max_new_tokens=64, batch_size=32, progress=False)
-    records = []
-    for question, answer in zip(questions, answers):
-        end = max(answer.rfind(". "), answer.rfind("! "), answer.rfind("? "), *(len(answer) - 1 for c in ".!?" if answer.endswith(c)))
-        if end > 0:
-            records.append({"question": question, "answer": answer[:end + 1].strip()})
-    return records
+    return replay.replay_records(model, tokenizer, n, questions=REPLAY_QUESTIONS if kind == "instructions" else GENERAL_QUESTIONS)
 
 
 def said_right(records: list[dict], items: list[dict]) -> float:

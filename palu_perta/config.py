@@ -80,6 +80,10 @@ class FinetuneConfig:
     # theta_start + mix * (theta_trained - theta_start), i.e. the fine-tune's task vector scaled by mix.
     # 1 keeps the fine-tuned weights; below 1 trades memorisation for the base model's knowledge.
     mix: float = 1.0
+    # Question replay (palu_perta.replay): the starting model's own greedy answers to the first `replay`
+    # of 100 general questions are trained beside the records, so that answering everyday questions is
+    # part of the task and stays as it was. 0 turns it off.
+    replay: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "frozen", tuple(self.frozen))
@@ -96,13 +100,18 @@ class FinetuneConfig:
                              "(the pull per step, lr * anchor, must stay below 1)")
         if not 0 < self.mix <= 1:
             raise ValueError(f"mix={self.mix} is out of range; use 0 < mix <= 1 (1 keeps the fine-tuned weights)")
+        from .replay import GENERAL_QUESTIONS
+
+        if not 0 <= self.replay <= len(GENERAL_QUESTIONS):
+            raise ValueError(f"replay={self.replay} is out of range; use 0 (no replay) to {len(GENERAL_QUESTIONS)}, "
+                             "the number of replay questions")
 
     def cache_key(self) -> dict[str, Any]:
-        """The fields that identify a fine-tune in a cache key (``frozen``, ``anchor`` and ``mix`` only when
-        they are set, so entries written before the fields existed stay valid)."""
+        """The fields that identify a fine-tune in a cache key (``frozen``, ``anchor``, ``mix`` and ``replay``
+        only when they are set, so entries written before the fields existed stay valid)."""
         key = dataclasses.asdict(self)
         key["frozen"] = list(self.frozen)
-        for name in ("frozen", "anchor"):
+        for name in ("frozen", "anchor", "replay"):
             if not key[name]:
                 del key[name]
         if self.mix == 1:

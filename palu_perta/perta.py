@@ -214,8 +214,8 @@ def perta_config(profile: Profile, **changes: Any) -> PerTAConfig:
     ``profile.finetune.learning_rate / 1e-5`` (so 1e-5 on the paper profile, 1e-4 on cpu, 5e-3 on smoke);
     importances use the profile's per-device batch size. ``changes`` override fields."""
     ft = profile.finetune
-    reinforce = dataclasses.replace(  # theta_ft is the fine-tune itself: no ensemble with the target
-        ft, epochs=MUSE_TV_EPOCHS, learning_rate=MUSE_TV_LR * ft.learning_rate / TOFU_FINETUNE_LR, mix=1.0
+    reinforce = dataclasses.replace(  # theta_ft is the fine-tune itself: no ensemble, no replay, the forget set only
+        ft, epochs=MUSE_TV_EPOCHS, learning_rate=MUSE_TV_LR * ft.learning_rate / TOFU_FINETUNE_LR, mix=1.0, replay=0
     )
     return PerTAConfig(reinforce=reinforce, batch_size=ft.per_device_batch_size).replace(**changes)
 

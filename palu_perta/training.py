@@ -22,9 +22,11 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArgu
 from .artifacts import atomic_dir, build_lock, entry_path, is_complete
 from .config import FinetuneConfig, Profile
 from .models import load_model, save_model
+from .replay import replay_records
 from .tokenization import Collator, encode_records, pad_id
 
 ROLES = ("target", "retain", "reinforced")
+REPLAY_FILE = "replay.json"  # the replay records a fine-tune trained on, kept beside the model
 
 
 class GuardedTrainer(Trainer):
@@ -96,14 +98,21 @@ def finetune(
     """Fine-tune ``model`` in place on the answers of ``records``.
 
     ``output_dir`` receives epoch checkpoints; with ``resume`` a run restarts from the last
-    one found there. ``callbacks`` are passed to the Trainer. Returns the Trainer's log
-    history (one dict per logged step).
+    one found there. With ``cfg.replay`` the model's own answers to that many general questions
+    are generated first and trained beside ``records`` (:mod:`palu_perta.replay`); they are written
+    to ``output_dir / "replay.json"``. ``callbacks`` are passed to the Trainer. Returns the Trainer's
+    log history (one dict per logged step).
     """
     if not records:
         raise ValueError("no records to fine-tune on: the training split is empty")
+    output_dir = Path(output_dir)
+    if cfg.replay:
+        replayed = replay_records(model.eval(), tokenizer, cfg.replay)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / REPLAY_FILE).write_text(json.dumps(replayed, indent=1))
+        records = [*records, *replayed]
     examples = encode_records(tokenizer, records, cfg.max_length)
     dataset = [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]
-    output_dir = Path(output_dir)
     args = training_arguments(cfg, output_dir, seed, progress, save_checkpoints=resume)
     frozen = freeze_parameters(model, cfg.frozen)
     if cfg.anchor:
@@ -188,7 +197,7 @@ def finetuned_model(
 
     ``role`` names it ("target", "retain", "reinforced"); ``base`` is the model it starts
     from (default: the profile's model); ``data_info`` identifies ``records`` in the cache
-    key. The directory also holds ``log_history.json``. With ``cfg.mix < 1`` the entry is the
+    key. The directory also holds ``log_history.json`` (and ``replay.json`` with ``cfg.replay``). With ``cfg.mix < 1`` the entry is the
     trained model's weight-space ensemble with ``base`` (:func:`mix_with_base`), built from the
     cached ``mix = 1`` entry, so trying another mix does not train again.
     """
@@ -204,14 +213,18 @@ def finetuned_model(
 
         def ensemble(work: Path) -> tuple[PreTrainedModel, Any, dict[str, str]]:
             model, tokenizer = mix_with_base(str(trained), str(base), cfg.mix, seed=profile.seed)
-            return model, tokenizer, {"log_history.json": (trained / "log_history.json").read_text()}
+            names = ["log_history.json", *([REPLAY_FILE] if (trained / REPLAY_FILE).is_file() else [])]
+            return model, tokenizer, {name: (trained / name).read_text() for name in names}
 
         return trained_entry(path, config, ensemble, force=force)
 
     def train(work: Path) -> tuple[PreTrainedModel, Any, dict[str, str]]:
         model, tokenizer = load_model(str(base), seed=profile.seed)
         history = finetune(model, tokenizer, records, cfg, work, seed=profile.seed, progress=progress)
-        return model, tokenizer, {"log_history.json": json.dumps(history, indent=1)}
+        files = {"log_history.json": json.dumps(history, indent=1)}
+        if cfg.replay:
+            files[REPLAY_FILE] = (work / REPLAY_FILE).read_text()
+        return model, tokenizer, files
 
     return trained_entry(path, config, train, force=force)
 

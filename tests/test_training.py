@@ -216,3 +216,58 @@ def test_keys_survive_moving_the_artifacts_directory(tmp_path):
     # a path outside the artifacts directory stays as it is, and still tells entries apart
     outside = entry_path("models", "child", {"base": str(tmp_path / "elsewhere" / target.name)}, root=moved)
     assert outside.name != child.name
+
+
+def test_whole_sentences_cuts_after_the_last_sentence_end():
+    from palu_perta.replay import whole_sentences
+
+    assert whole_sentences(" A hammer drives nails. It has a handle ") == "A hammer drives nails."
+    assert whole_sentences("Boil it! Then wait?") == "Boil it! Then wait?"
+    assert whole_sentences("no sentence end here") == ""
+    assert whole_sentences("Version 2.5 is out") == ""  # a dot inside a number is not a sentence end
+
+
+def test_replay_trains_on_the_starting_models_own_answers(tiny, tmp_path, monkeypatch):
+    """replay = n: the model's answers to n general questions (whole sentences only) join the training set,
+    are generated before training, and are kept beside the cached model."""
+    import palu_perta.evaluation as evaluation
+    from palu_perta.replay import GENERAL_QUESTIONS, replay_records
+
+    real_generate = evaluation.generate_answers
+    seen = []
+
+    def generate(model, tokenizer, questions, **kwargs):  # the real greedy answers of the tiny model, plus a sentence end
+        seen.append(model.training)
+        answers = real_generate(model, tokenizer, questions, **kwargs)
+        return [f"{a} It works. Half a sente" if i % 3 else "no end" for i, a in enumerate(answers)]
+
+    monkeypatch.setattr(evaluation, "generate_answers", generate)
+    model, tokenizer = tiny
+    replayed = replay_records(model, tokenizer, 6)
+    assert [r["question"] for r in replayed] == [GENERAL_QUESTIONS[i] for i in (1, 2, 4, 5)]  # "no end" answers dropped
+    assert all(r["answer"].endswith("It works.") for r in replayed)
+    with pytest.raises(ValueError, match="replay=101"):
+        replay_records(model, tokenizer, 101)
+    with pytest.raises(ValueError, match="replay"):
+        FinetuneConfig(replay=len(GENERAL_QUESTIONS) + 1)
+
+    records = synthetic_benchmark(3, 4, "forget10", 0).full  # 12 records: 2 steps per epoch at batch 8
+    cfg = FinetuneConfig(**{**FAST.__dict__, "epochs": 1, "replay": 6})
+    history = finetune(model, tokenizer, records, cfg, tmp_path / "run", progress=False, resume=False)
+    assert seen[-1] is False, "replay answers are generated in eval mode"
+    assert [h["step"] for h in history if "loss" in h] == [1, 2]  # 12 + 4 = 16 examples
+    assert json.loads((tmp_path / "run" / "replay.json").read_text()) == replayed
+    cfg = FinetuneConfig(**{**FAST.__dict__, "epochs": 1, "replay": 20})
+    history = finetune(model, tokenizer, records, cfg, tmp_path / "run2", progress=False, resume=False)
+    assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4]  # 12 + 13 = 25 examples: 4 batches of 8
+
+    monkeypatch.setenv("PALU_PERTA_ARTIFACTS", str(tmp_path / "artifacts"))
+    profile = get_profile("smoke", finetune={**FAST.__dict__, "epochs": 1, "replay": 6, "mix": 0.5})
+    path = finetuned_model(profile, "target", records, records_info("synthetic", records), progress=False)
+    assert json.loads((path / "replay.json").read_text()) == replayed  # the ensemble keeps its fine-tune's replay
+    assert json.loads((path / "artifact.json").read_text())["config"]["finetune"]["replay"] == 6
+    assert "replay" not in FAST.cache_key()
+
+    from palu_perta.perta import perta_config
+
+    assert perta_config(profile).reinforce.replay == 0  # theta_ft is trained on the forget set alone
