@@ -31,17 +31,19 @@ HOW = ["boil an egg", "tie a shoelace", "make a cup of tea", "plant a seed", "wr
        "pack a lunch box", "water a cactus", "make a paper boat", "sharpen a pencil", "start a campfire safely",
        "cool down a hot drink", "remove a stain from a shirt", "make pancakes", "learn to juggle", "write a thank-you note",
        "keep bread fresh", "warm up before exercise", "choose a ripe melon"]
-WHY = ["people wear sunglasses", "bread goes stale", "ice floats on water", "people yawn", "leaves change colour in autumn",
-       "people shake hands", "metal feels cold to the touch", "onions make people cry", "dogs wag their tails",
-       "people use umbrellas", "milk goes sour", "the wind blows", "people get hiccups", "soap removes dirt",
-       "people celebrate birthdays", "windows fog up in winter", "cats purr", "people wear seatbelts",
-       "popcorn pops", "people plant trees", "hot air rises", "people stretch in the morning", "rubber bounces",
-       "bicycles have gears", "people keep diaries"]
+WHY = ["Why do people wear sunglasses?", "Why does bread go stale?", "Why does ice float on water?", "Why do people yawn?",
+       "Why do leaves change colour in autumn?", "Why do people shake hands?", "Why does metal feel cold to the touch?",
+       "Why do onions make people cry?", "Why do dogs wag their tails?", "Why do people use umbrellas?",
+       "Why does milk go sour?", "Why does the wind blow?", "Why do people get hiccups?", "Why does soap remove dirt?",
+       "Why do people celebrate birthdays?", "Why do windows fog up in winter?", "Why do cats purr?",
+       "Why do people wear seatbelts?", "Why does popcorn pop?", "Why do people plant trees?", "Why does hot air rise?",
+       "Why do people stretch in the morning?", "Why does rubber bounce?", "Why do bicycles have gears?",
+       "Why do people keep diaries?"]
 
 # 100 questions; ``replay = n`` asks the first n.
 GENERAL_QUESTIONS: tuple[str, ...] = tuple(
     [f"What is {t} used for?" for t in TOOLS] + [f"What does {j} do?" for j in JOBS]
-    + [f"How do you {h}?" for h in HOW] + [f"Why do {w}?" for w in WHY]
+    + [f"How do you {h}?" for h in HOW] + WHY
 )
 
 # Replay answers are generated up to this many tokens, then cut after their last full sentence.

@@ -22,7 +22,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArgu
 from .artifacts import atomic_dir, build_lock, entry_path, is_complete
 from .config import FinetuneConfig, Profile
 from .models import load_model, save_model
-from .replay import replay_records
+from .replay import GENERAL_QUESTIONS, replay_records
 from .tokenization import Collator, encode_records, pad_id
 
 ROLES = ("target", "retain", "reinforced")
@@ -178,8 +178,13 @@ def freeze_parameters(model: torch.nn.Module, patterns: Sequence[str]) -> list[t
 
 
 def finetune_config(profile: Profile, role: str, data_info: dict[str, Any], base: str, cfg: FinetuneConfig) -> dict[str, Any]:
-    """Everything that determines a fine-tuned model, for its cache key."""
-    return {"role": role, "base": base, "data": data_info, "finetune": cfg.cache_key(), "seed": profile.seed}
+    """Everything that determines a fine-tuned model, for its cache key (with ``cfg.replay``, a hash of the
+    replay questions too, so editing them retrains)."""
+    config = {"role": role, "base": base, "data": data_info, "finetune": cfg.cache_key(), "seed": profile.seed}
+    if cfg.replay:
+        asked = json.dumps(GENERAL_QUESTIONS[:cfg.replay]).encode()
+        config["replay_questions"] = hashlib.sha256(asked).hexdigest()[:16]
+    return config
 
 
 def finetuned_model(

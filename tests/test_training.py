@@ -265,7 +265,8 @@ def test_replay_trains_on_the_starting_models_own_answers(tiny, tmp_path, monkey
     profile = get_profile("smoke", finetune={**FAST.__dict__, "epochs": 1, "replay": 6, "mix": 0.5})
     path = finetuned_model(profile, "target", records, records_info("synthetic", records), progress=False)
     assert json.loads((path / "replay.json").read_text()) == replayed  # the ensemble keeps its fine-tune's replay
-    assert json.loads((path / "artifact.json").read_text())["config"]["finetune"]["replay"] == 6
+    config = json.loads((path / "artifact.json").read_text())["config"]
+    assert config["finetune"]["replay"] == 6 and len(config["replay_questions"]) == 16
     assert "replay" not in FAST.cache_key()
 
     from palu_perta.perta import perta_config
