@@ -58,11 +58,12 @@ THINGS = ["a rainy morning", "a busy market", "an old wooden chair", "a quiet li
           "a kitchen table", "a harbour at night", "an autumn forest", "a bicycle", "a campfire", "a bookshop", "a kite"]
 REPLAY_QUESTIONS = ([f"Give me one tip for {a}." for a in ACTIVITIES] + [f"Describe {t} in one sentence." for t in THINGS]
                     + [f"Why do people enjoy {a}?" for a in ACTIVITIES] + [f"Write a short sentence about {t}." for t in THINGS])
-# Questions (``"replay_kind": "questions"``): palu_perta.replay.GENERAL_QUESTIONS, what ``FinetuneConfig.replay`` trains on.
 
 
 def replay_records(model, tokenizer, n: int, kind: str = "instructions") -> list[dict]:
-    """The base model's greedy answers to ``n`` replay prompts, cut after their last full sentence."""
+    """The base model's greedy answers to ``n`` replay prompts, cut after their last full sentence: the
+    instructions above, or for ``kind="questions"`` the package's ``GENERAL_QUESTIONS`` (what
+    ``FinetuneConfig.replay`` trains on)."""
     return replay.replay_records(model, tokenizer, n, questions=REPLAY_QUESTIONS if kind == "instructions" else GENERAL_QUESTIONS)
 
 

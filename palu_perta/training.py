@@ -202,9 +202,10 @@ def finetuned_model(
 
     ``role`` names it ("target", "retain", "reinforced"); ``base`` is the model it starts
     from (default: the profile's model); ``data_info`` identifies ``records`` in the cache
-    key. The directory also holds ``log_history.json`` (and ``replay.json`` with ``cfg.replay``). With ``cfg.mix < 1`` the entry is the
-    trained model's weight-space ensemble with ``base`` (:func:`mix_with_base`), built from the
-    cached ``mix = 1`` entry, so trying another mix does not train again.
+    key. The directory also holds ``log_history.json`` (and ``replay.json`` with ``cfg.replay``).
+    With ``cfg.mix < 1`` the entry is the trained model's weight-space ensemble with ``base``
+    (:func:`mix_with_base`), built from the cached ``mix = 1`` entry, so trying another mix does not
+    train again.
     """
     if role not in ROLES:
         raise ValueError(f"role={role!r}; use one of {ROLES}")
