@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .replay import GENERAL_QUESTIONS
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -100,8 +102,6 @@ class FinetuneConfig:
                              "(the pull per step, lr * anchor, must stay below 1)")
         if not 0 < self.mix <= 1:
             raise ValueError(f"mix={self.mix} is out of range; use 0 < mix <= 1 (1 keeps the fine-tuned weights)")
-        from .replay import GENERAL_QUESTIONS
-
         if not 0 <= self.replay <= len(GENERAL_QUESTIONS):
             raise ValueError(f"replay={self.replay} is out of range; use 0 (no replay) to {len(GENERAL_QUESTIONS)}, "
                              "the number of replay questions")
