@@ -180,7 +180,7 @@ PROFILES: dict[str, Profile] = {
         # fine-tuning recipe"): more, smaller steps at half the earlier lr 2e-4, with the base model's own
         # answers to 100 general questions trained beside the authors (question replay). Then 70 % of the
         # weight change is kept (WiSE-FT, notebook 02 section 4): forget ROUGE-L 0.96, and world_facts
-        # accuracy drops 4 points instead of 10 (benchmarks/NOTES.md, "Question replay adopted").
+        # accuracy drops 4 points instead of the plain fine-tune's 10 (benchmarks/NOTES.md, "Question replay adopted").
         finetune=FinetuneConfig(
             epochs=8, learning_rate=1e-4, batch_size=8, per_device_batch_size=8, warmup_ratio=0.1,
             bf16=True, max_length=160, mix=0.7, replay=100,
