@@ -3,10 +3,11 @@
 Prints a table: teacher-forced scoring (TOFU items/s, an item = answer + paraphrase + 5
 perturbed answers = 7 sequences) batched with shared prompts / batched whole sequences / one
 sequence per forward, and greedy generation (new tokens/s) batched vs one question at a time, fp32
-vs bf16 autocast, for the tiny model and SmolLM2-135M; then the wall time of the full suite
+vs bf16 autocast, for the tiny model and SmolLM2-135M; then where one full evaluation's time goes
+(scoring against generation, in GFLOP/s; generation at larger batches), and the wall time of the full suite
 (:func:`palu_perta.evaluation.evaluate`) for SmolLM2 on the cpu profile's synthetic benchmark
-``synthetic_benchmark(20, 10, "forget10", 2)`` (20 forget, 180 retain, 20 holdout, 20 + 30
-general-knowledge items).
+``synthetic_benchmark(20, 10, "forget10", 2)`` (20 forget, 40 retain-eval, 20 holdout, 20 real-author
+and 96 world-fact items).
 
     python benchmarks/eval_speed.py                 # everything (a few minutes)
     python benchmarks/eval_speed.py --models tiny --no-suite
@@ -23,7 +24,8 @@ import torch
 
 from palu_perta.config import get_profile
 from palu_perta.data import synthetic_benchmark
-from palu_perta.evaluation import DEFAULT_BF16, evaluate, generate_token_ids, score_sequences
+from palu_perta.evaluation import (DEFAULT_BF16, GENERATED_SPLITS, _prompt_units, _score_requests, evaluate,
+                                   generate_token_ids, score_sequences, validate_splits)
 from palu_perta.models import load_model
 from palu_perta.tokenization import encode_qa, pad_id
 
@@ -78,6 +80,33 @@ def bench_model(name: str, records: list[dict], n_batched: int, n_single: int, b
     return rows
 
 
+def suite_breakdown(model, tokenizer, bench, batch_size: int, max_new_tokens: int, bf16: bool = DEFAULT_BF16) -> None:
+    """Where one full evaluation's time goes: its scoring and its generation, each timed alone, with the
+    tokens each processes and the GFLOP/s that makes (2 x parameters per token; attention left out), and
+    generation again at twice and four times the batch (same greedy answers?)."""
+    data = validate_splits(bench.splits())
+    seqs, _ = _score_requests(tokenizer, data)
+    # with shared prompts each distinct prompt runs once, then each answer on top of its cache
+    units = [unit for batch in _prompt_units(seqs, batch_size) for unit in batch]
+    scored = sum(len(prompt) + sum(len(seqs[i]["input_ids"]) - len(prompt) for i in idx) for prompt, idx in units)
+    questions = [data[name][i]["question"] for name in GENERATED_SPLITS for i in range(len(data[name]))]
+    params = sum(p.numel() for p in model.parameters())
+    seconds, _ = _timed(lambda: score_sequences(model, seqs, pad_id(tokenizer), batch_size=batch_size, bf16=bf16,
+                                                 progress=False))
+    print(f"breakdown, bf16={bf16}: scoring {len(seqs)} sequences ({scored} tokens through the model): {seconds:.1f} s, "
+          f"{2 * params * scored / seconds / 1e9:.1f} GFLOP/s", flush=True)
+    first = None
+    for size in (batch_size, 2 * batch_size, 4 * batch_size):
+        seconds, ids = _timed(lambda: generate_token_ids(model, tokenizer, questions, max_new_tokens=max_new_tokens,
+                                                         batch_size=size, bf16=bf16, progress=False))
+        new = sum(map(len, ids))
+        same = "" if first is None else f", {sum(a == b for a, b in zip(ids, first))} of {len(ids)} answers as at {batch_size}"
+        first = first or ids
+        print(f"breakdown, bf16={bf16}: generating {len(questions)} answers at batch {size} ({new} new tokens): "
+              f"{seconds:.1f} s, {new / seconds:.0f} tokens/s, {2 * params * new / seconds / 1e9:.1f} GFLOP/s{same}",
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="*", default=["tiny", "smollm2"], help="none: only the full suite")
@@ -107,6 +136,7 @@ def main() -> None:
     if not args.no_suite:
         model, tokenizer = load_model("smollm2", device="cpu")
         generate_token_ids(model, tokenizer, [records[0]["question"]], max_new_tokens=2, progress=False)  # warm-up
+        suite_breakdown(model, tokenizer, bench, profile.eval_batch_size, profile.max_new_tokens)
         for bf16 in sorted({DEFAULT_BF16, True}):
             seconds, cpu, result = _cpu_timed(lambda: evaluate(
                 model, tokenizer, bench, max_new_tokens=profile.max_new_tokens, batch_size=profile.eval_batch_size,
