@@ -27,7 +27,7 @@ from palu_perta.data import synthetic_benchmark
 from palu_perta.evaluation import (DEFAULT_BF16, GENERATED_SPLITS, _prompt_units, _score_requests, evaluate,
                                    generate_token_ids, score_sequences, validate_splits)
 from palu_perta.models import load_model
-from palu_perta.tokenization import encode_qa, pad_id
+from palu_perta.tokenization import encode_qa, pad_id, prompt_text
 
 
 def _timed(fn: Callable[[], object]) -> tuple[float, object]:
@@ -82,7 +82,8 @@ def bench_model(name: str, records: list[dict], n_batched: int, n_single: int, b
 
 def suite_breakdown(model, tokenizer, bench, batch_size: int, max_new_tokens: int, bf16: bool = DEFAULT_BF16) -> None:
     """Where one full evaluation's time goes: its scoring and its generation, each timed alone, with the
-    tokens each processes and the GFLOP/s that makes (2 x parameters per token; attention left out), and
+    tokens each puts through the model and the GFLOP/s that makes (2 x parameters per token, padding and
+    attention left out), and
     generation again at twice and four times the batch (same greedy answers?)."""
     data = validate_splits(bench.splits())
     seqs, _ = _score_requests(tokenizer, data)
@@ -90,6 +91,7 @@ def suite_breakdown(model, tokenizer, bench, batch_size: int, max_new_tokens: in
     units = [unit for batch in _prompt_units(seqs, batch_size) for unit in batch]
     scored = sum(len(prompt) + sum(len(seqs[i]["input_ids"]) - len(prompt) for i in idx) for prompt, idx in units)
     questions = [data[name][i]["question"] for name in GENERATED_SPLITS for i in range(len(data[name]))]
+    prompts = sum(len(tokenizer(prompt_text(tokenizer, q), add_special_tokens=False)["input_ids"]) for q in questions)
     params = sum(p.numel() for p in model.parameters())
     seconds, _ = _timed(lambda: score_sequences(model, seqs, pad_id(tokenizer), batch_size=batch_size, bf16=bf16,
                                                  progress=False))
@@ -102,9 +104,10 @@ def suite_breakdown(model, tokenizer, bench, batch_size: int, max_new_tokens: in
         new = sum(map(len, ids))
         same = "" if first is None else f", {sum(a == b for a, b in zip(ids, first))} of {len(ids)} answers as at {batch_size}"
         first = first or ids
-        print(f"breakdown, bf16={bf16}: generating {len(questions)} answers at batch {size} ({new} new tokens): "
-              f"{seconds:.1f} s, {new / seconds:.0f} tokens/s, {2 * params * new / seconds / 1e9:.1f} GFLOP/s{same}",
-              flush=True)
+        # the prompts go through the model once (the prefill), then each new token
+        print(f"breakdown, bf16={bf16}: generating {len(questions)} answers at batch {size} ({prompts} prompt + {new} "
+              f"new tokens): {seconds:.1f} s, {new / seconds:.0f} new tokens/s, "
+              f"{2 * params * (prompts + new) / seconds / 1e9:.1f} GFLOP/s{same}", flush=True)
 
 
 def main() -> None:
