@@ -83,8 +83,7 @@ def bench_model(name: str, records: list[dict], n_batched: int, n_single: int, b
 def suite_breakdown(model, tokenizer, bench, batch_size: int, max_new_tokens: int, bf16: bool = DEFAULT_BF16) -> None:
     """Where one full evaluation's time goes: its scoring and its generation, each timed alone, with the
     tokens each puts through the model and the GFLOP/s that makes (2 x parameters per token, padding and
-    attention left out), and
-    generation again at twice and four times the batch (same greedy answers?)."""
+    attention left out); then generation again at twice and four times the batch (same greedy answers?)."""
     data = validate_splits(bench.splits())
     seqs, _ = _score_requests(tokenizer, data)
     # with shared prompts each distinct prompt runs once, then each answer on top of its cache

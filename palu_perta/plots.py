@@ -82,10 +82,11 @@ def label_points(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], labels:
                  fontsize: float = 9, marker_radius: float = 5.0) -> list:
     """Label scatter points without overlaps: each label takes the first free spot around its point.
 
-    Tries positions right, left, above and below the point at growing distances (in points), skipping
-    any that overlaps a label already placed, another point's marker, or a text already on the axes;
-    a label placed away from its point gets a thin line to it. Call it after the axes' scales and
-    limits are final (it works in display coordinates). Returns the annotations.
+    Tries positions right, left, above, below and diagonal to the point at growing distances,
+    skipping any that overlaps a label already placed, another point's marker, a text already on the
+    axes, or the axes' edge (if no spot is free, the least-overlapping one); a label placed away from
+    its point gets a thin line to it. Call it after the axes' scales and limits are final (it works
+    in display coordinates). Returns the annotations, in the order of ``labels``.
     """
     fig = ax.figure
     fig.canvas.draw()  # final limits and transforms; a renderer for text sizes
@@ -93,44 +94,39 @@ def label_points(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], labels:
     to_px = fig.dpi / 72.0
     centres = ax.transData.transform(list(zip(xs, ys)))
     r = marker_radius * to_px
-    taken = [t.get_window_extent(renderer) for t in ax.texts]  # e.g. a reference line's label
-    markers = [(cx - r, cy - r, cx + r, cy + r) for cx, cy in centres]
     frame = ax.get_window_extent(renderer)
+    obstacles = [(cx - r, cy - r, cx + r, cy + r) for cx, cy in centres]
+    obstacles += [tuple(t.get_window_extent(renderer).extents) for t in ax.texts]  # e.g. a reference line's label
 
-    def overlap(a: tuple, b: tuple) -> float:
-        w = min(a[2], b[2]) - max(a[0], b[0])
-        h = min(a[3], b[3]) - max(a[1], b[1])
-        return max(w, 0.0) * max(h, 0.0)
+    def cost(rect: tuple) -> float:
+        """Area overlapping the obstacles, plus a whole label's area per edge it crosses."""
+        area = sum(max(min(rect[2], b[2]) - max(rect[0], b[0]), 0.0) * max(min(rect[3], b[3]) - max(rect[1], b[1]), 0.0)
+                   for b in obstacles)
+        crossed = (rect[0] < frame.x0) + (rect[2] > frame.x1) + (rect[1] < frame.y0) + (rect[3] > frame.y1)
+        return area + crossed * (rect[2] - rect[0]) * (rect[3] - rect[1])
 
     annotations = []
     for (cx, cy), label in zip(centres, labels):
         probe = ax.annotate(label, (0, 0), xycoords="figure pixels", fontsize=fontsize)
-        box = probe.get_window_extent(renderer)
-        w, h = box.width, box.height
+        w, h = probe.get_window_extent(renderer).size
         probe.remove()
-        best, best_cost = None, float("inf")
-        for distance in (1.0, 2.0, 3.0, 4.5, 6.0):
-            gap = (4 + 6 * (distance - 1)) * to_px
-            for dx, dy in ((gap, 0), (-gap - w, 0), (-w / 2, gap), (-w / 2, -gap - h),
+        best = None
+        for gap in (g * to_px for g in (4, 10, 16, 25, 34)):  # points from the marker's centre
+            for dx, dy in ((gap, -h / 2), (-gap - w, -h / 2), (-w / 2, gap), (-w / 2, -gap - h),
                            (gap, gap), (gap, -gap - h), (-gap - w, gap), (-gap - w, -gap - h)):
-                x0, y0 = cx + dx, cy + dy - (h / 2 if dy == 0 else 0)
-                rect = (x0, y0, x0 + w, y0 + h)
-                cost = sum(overlap(rect, b) for b in markers) + sum(
-                    overlap(rect, (b.x0, b.y0, b.x1, b.y1)) for b in taken)
-                outside = (rect[0] < frame.x0) + (rect[2] > frame.x1) + (rect[1] < frame.y0) + (rect[3] > frame.y1)
-                cost += outside * w * h
-                if cost < best_cost - 1e-9:
-                    best, best_cost = rect, cost
-                if cost == 0:
+                rect = (cx + dx, cy + dy, cx + dx + w, cy + dy + h)
+                if best is None or cost(rect) < best[0]:
+                    best = (cost(rect), rect)
+                if best[0] == 0:
                     break
-            if best_cost == 0:
+            if best[0] == 0:
                 break
-        x0, y0, x1, y1 = best
+        x0, y0, x1, y1 = best[1]
         far = max(abs((x0 + x1) / 2 - cx) - w / 2, abs((y0 + y1) / 2 - cy) - h / 2) > 12 * to_px
         ann = ax.annotate(label, ax.transData.inverted().transform((cx, cy)),
                           xytext=ax.transData.inverted().transform((x0, y0)), textcoords="data",
                           fontsize=fontsize, ha="left", va="bottom",
                           arrowprops=dict(arrowstyle="-", color="grey", lw=0.6, shrinkA=1, shrinkB=4) if far else None)
         annotations.append(ann)
-        taken.append(ann.get_window_extent(renderer))
+        obstacles.append(tuple(ann.get_window_extent(renderer).extents))
     return annotations

@@ -45,10 +45,10 @@ def test_labels_do_not_overlap_each_other_or_the_axes_text(crowded):
 def test_each_label_points_at_its_own_point(crowded):
     fig, ax, xs, ys, labels = crowded
     annotations = plots.label_points(ax, xs, ys, labels)
+    renderer = fig.canvas.get_renderer()
     for a, x, y in zip(annotations, xs, ys):
         assert a.xy == pytest.approx((x, y))
         # a label far from its point draws a line to it
-        renderer = fig.canvas.get_renderer()
         box = a.get_window_extent(renderer)
         px, py = ax.transData.transform((x, y))
         distance = max(box.x0 - px, px - box.x1, box.y0 - py, py - box.y1, 0)
