@@ -41,6 +41,7 @@ bench: install
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/eval_speed.py
 	$(PY) benchmarks/unlearn_steps.py
+	$(PY) benchmarks/threads_padding.py
 	$(PY) benchmarks/end_to_end.py
 
 clean-artifacts:
