@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
+from palu_perta import pipeline
 from palu_perta.config import get_profile
-from palu_perta.data import synthetic_benchmark
 from palu_perta.evaluation import score_sequences
 from palu_perta.models import load_model
 from palu_perta.tokenization import Collator, encode_qa, encode_records, pad_id
@@ -36,16 +36,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 8
 
 
-def _bench():
-    profile = get_profile("cpu")
-    return profile, synthetic_benchmark(profile.n_authors, profile.qa_per_author, profile.forget_split,
-                                        profile.n_holdout_authors)
+PROFILE = get_profile("cpu")
 
 
-def _train_batches(tokenizer, order: str, n: int) -> list[dict]:
-    """``n`` batches of 8 training answers: in the random sampler's order, or grouped by length."""
-    profile, bench = _bench()
-    examples = encode_records(tokenizer, bench.full, profile.finetune.max_length)
+def _train_batches(tokenizer, order: str, n: int | None = None) -> list[dict]:
+    """The first ``n`` (default: all) batches of 8 of an epoch of the cpu fine-tune's answers: in the random
+    sampler's order, or grouped by length."""
+    examples = encode_records(tokenizer, pipeline.benchmark(PROFILE).full, PROFILE.finetune.max_length)
     if order == "grouped":  # the Trainer's own grouping: random mega-batches, each sorted by length
         lengths = [len(e["input_ids"]) for e in examples]
         index = get_length_grouped_indices(lengths, BATCH, generator=torch.Generator().manual_seed(0))
@@ -53,8 +50,9 @@ def _train_batches(tokenizer, order: str, n: int) -> list[dict]:
         index = list(range(len(examples)))
         random.Random(0).shuffle(index)
     collate = Collator(pad_id(tokenizer), "right", with_classes=False)
+    steps = len(examples) // BATCH if n is None else n
     return [collate([{k: examples[i][k] for k in ("input_ids", "labels")} for i in index[j:j + BATCH]])
-            for j in range(0, BATCH * n, BATCH)]
+            for j in range(0, BATCH * steps, BATCH)]
 
 
 def _train_steps(model, batches: list[dict], optimizer: torch.optim.Optimizer) -> list[float]:
@@ -83,7 +81,7 @@ def _work(kind: str, threads: int, start_at: float | None, queue) -> None:
         work = lambda: _train_steps(model, batches[1:], optimizer)  # noqa: E731
     else:
         model.eval()
-        _, bench = _bench()
+        bench = pipeline.benchmark(PROFILE)
         seqs = [encode_qa(tokenizer, r["question"], a) for r in bench.forget + bench.retain_eval
                 for a in [r["answer"], r["paraphrased_answer"], *r["perturbed_answer"]]][:7 * 24]
         score_sequences(model, seqs[:7], pad_id(tokenizer), batch_size=32, progress=False)  # warm-up
@@ -125,9 +123,8 @@ def main() -> dict:
 
     model, tokenizer = load_model("smollm2", seed=0)
     model.train()
-    profile, bench = _bench()
-    steps = len(encode_records(tokenizer, bench.full, profile.finetune.max_length)) // BATCH
-    batches = {order: _train_batches(tokenizer, order, steps) for order in ("random", "grouped")}
+    batches = {order: _train_batches(tokenizer, order) for order in ("random", "grouped")}
+    steps = len(batches["random"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     _train_steps(model, [batches["random"][0], batches["grouped"][0]], optimizer)  # warm-up (and AdamW's state)
     # 12 steps of each from the middle of the epoch (grouped: mid-length batches), taken in turn, so

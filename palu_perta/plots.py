@@ -115,8 +115,9 @@ def label_points(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], labels:
             for dx, dy in ((gap, -h / 2), (-gap - w, -h / 2), (-w / 2, gap), (-w / 2, -gap - h),
                            (gap, gap), (gap, -gap - h), (-gap - w, gap), (-gap - w, -gap - h)):
                 rect = (cx + dx, cy + dy, cx + dx + w, cy + dy + h)
-                if best is None or cost(rect) < best[0]:
-                    best = (cost(rect), rect)
+                spot = (cost(rect), rect)
+                if best is None or spot[0] < best[0]:
+                    best = spot
                 if best[0] == 0:
                     break
             if best[0] == 0:
