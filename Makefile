@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PROFILE ?= cpu
 NOTEBOOKS ?=
 
-.PHONY: install reproduce figures test test-fast bench clean-artifacts
+.PHONY: install reproduce figures study test test-fast bench clean-artifacts
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,14 @@ install: $(STAMP)
 reproduce: install
 	$(PY) -m palu_perta.notebooks --profile $(PROFILE) $(NOTEBOOKS)
 
-figures: reproduce
+# The study's tables and figures (figures/study_*), rebuilt from the committed results/ in seconds: nothing trains.
+figures: install
+	$(PY) -m palu_perta.report
+
+# Run (or resume after a kill) the study of a profile: `make study PROFILE=cpu`; `make study ARGS=--dry-run`
+# lists its cells, what is done and the time left.
+study: install
+	$(PY) -m palu_perta study --profile $(PROFILE) $(ARGS)
 
 # The whole test suite: package tests plus every notebook executed under nbval, smoke profile.
 # One thread per worker: two pytest workers on two cores, no oversubscription.

@@ -2,7 +2,7 @@
 
 PALU (prefix-aware localized unlearning) flattens the top-k logits at the onset of
 sensitive spans; PerTA (per-parameter task arithmetic) subtracts a task vector rescaled
-per parameter by forget-vs-retain importance. See ``DESIGN.md`` for the exact formulas.
+per parameter by forget-vs-retain importance. See ``docs/design.md`` for the exact formulas.
 """
 
 __version__ = "0.1.0"

@@ -145,12 +145,62 @@ def _run_unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default=None, help="smoke | cpu (default: $PALU_PERTA_PROFILE or cpu); "
+                                                        "picks the grid of the same name")
+    parser.add_argument("--grid", default=None, help="a grid of palu_perta.study.GRIDS (default: the profile's)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds to run, e.g. 0,1 (default: the grid's)")
+    parser.add_argument("--methods", default=None, help="comma-separated methods to run (default: the grid's)")
+    parser.add_argument("--results", default=None, help="results directory (default: $PALU_PERTA_RESULTS or "
+                                                        "<repo>/results)")
+    parser.add_argument("--dry-run", action="store_true", help="list the cells, what is done and the time left; "
+                                                               "run nothing")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from . import study
+
+    grid = study.get_grid(args.grid or args.profile or os.environ.get("PALU_PERTA_PROFILE", "cpu"))
+    if args.profile and args.profile != grid.profile:
+        raise ValueError(f"grid {grid.name!r} runs on profile {grid.profile!r}, not {args.profile!r}; "
+                         "drop --profile or pick a grid of that profile")
+
+    def listed(text: str | None, kind: Callable[[str], Any]) -> list[Any] | None:
+        try:
+            return None if text is None else [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"{text!r} is not a comma-separated list (e.g. 0,1,2)") from None
+
+    methods, seeds = listed(args.methods, str.strip), listed(args.seeds, int)
+    declared = {c.method for c in grid.cells()}
+    if methods and set(methods) - declared:
+        raise ValueError(f"grid {grid.name!r} has no method(s) {sorted(set(methods) - declared)}; "
+                         f"it runs {sorted(declared)}")
+    if seeds and set(seeds) - set(grid.seeds):
+        extra = tuple(s for s in seeds if s not in grid.seeds)
+        grid = study.dataclasses.replace(grid, seeds=grid.seeds + extra)
+    cells = study.select(grid.cells(), methods, seeds)
+    root = Path(args.results).resolve() if args.results else None
+    if args.dry_run:
+        print(study.plan(grid, root, cells).table())
+        return 0
+    study.run_study(grid, root, cells, progress=not args.no_progress)
+    print(f"results in {study.study_dir(grid, root)}")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "evaluate": Command("run the TOFU metric suite on a model", _evaluate_arguments, _run_evaluate),
     "finetune": Command("fine-tune (or find in the cache) the target and retain models of a profile",
                         _finetune_arguments, _run_finetune),
     "unlearn": Command("unlearn the forget split from the profile's target model with one method",
                        _unlearn_arguments, _run_unlearn),
+    "study": Command("run (or resume) a declared grid of unlearning runs and append their results",
+                     _study_arguments, _run_study),
 }
 
 

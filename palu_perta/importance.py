@@ -1,4 +1,4 @@
-"""Per-parameter importance for PerTA (DESIGN.md section 6): gradient magnitude or diagonal Fisher.
+"""Per-parameter importance for PerTA (docs/design.md, "Importance"): gradient magnitude or diagonal Fisher.
 
 ``parameter_importance(model, batches, method)`` returns one float32 tensor per floating parameter of
 ``model``, keyed by the names of ``model.named_parameters()`` (the keys of a
@@ -12,7 +12,7 @@ Definitions, over the N examples of the data set that have at least one answer t
   weighs the same whatever its answer length or the batch it falls in, so the result does not depend
   on the batching. One backward pass per batch (of the summed per-example NLLs) gives the sum.
 - ``"fisher"`` (empirical diagonal Fisher): I = (1/N) sum_n (d log p(y_n|x_n)/dtheta)^2, with
-  log p(y|x) the *summed* answer log-probability (answer tokens and final EOS) as DESIGN.md writes it,
+  log p(y|x) the *summed* answer log-probability (answer tokens and final EOS) as docs/design.md writes it,
   not its per-token mean: the Fisher of the sequence distribution. It needs one gradient per example:
   ``per_example="loop"`` runs forward/backward on batch-size-1 slices (trimmed to their length);
   ``"vmap"`` computes a whole batch at once with ``torch.func`` (``vmap(grad(...))`` over

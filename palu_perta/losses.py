@@ -1,4 +1,4 @@
-"""Unlearning objectives: PALU (DESIGN.md section 5) and the baselines (section 7).
+"""Unlearning objectives: PALU and the baselines (docs/design.md, "PALU" and "Baselines").
 
 Design
 ------
@@ -29,7 +29,7 @@ Conventions where the sources differ (open-unlearning is the reference implement
 
 - SimNPO (beta 4.5, delta 0): ``gamma = 0.125`` weights the SimNPO term and ``alpha = 1`` the retain NLL,
   as in open-unlearning's ``configs/trainer/SimNPO.yaml`` (``gamma: 0.125, alpha: 1.0``). The margin
-  follows the SimNPO paper and DESIGN.md, ``sigmoid(-(beta/|y|) log pi - delta)``; open-unlearning writes
+  follows the SimNPO paper and docs/design.md, ``sigmoid(-(beta/|y|) log pi - delta)``; open-unlearning writes
   ``sigmoid(beta (nll/|y| - delta))``, i.e. delta scaled by beta. Equal for the default delta = 0.
 - IdkDPO is the DPO loss ``-log sigmoid(beta (log-ratio_idk - log-ratio_forget))`` (equal to log 2 at
   theta = ref); open-unlearning multiplies it by 2 / beta, which only rescales the learning rate.
@@ -353,7 +353,7 @@ def palu_loss(
     alpha: float = 1.0,
     gamma: float = 1.0,
 ) -> LossOutput:
-    """PALU: gamma * L_forget + alpha * (L_retain + L_ns), DESIGN.md section 5.
+    """PALU: gamma * L_forget + alpha * (L_retain + L_ns), docs/design.md, "PALU".
 
     Forget positions (``temporal``): "onset" = the first ``first_n`` tokens of each sensitive run,
     "sensitive" = every sensitive token, "answer" = every answer token. At a forget position t with

@@ -1,4 +1,4 @@
-"""PerTA: per-parameter task arithmetic (DESIGN.md section 6).
+"""PerTA: per-parameter task arithmetic (docs/design.md, "PerTA").
 
     tau = TaskVector.from_models(target, forget_finetuned)
     w = perta_weights(parameter_importance(target, forget_batches, "grad"),
@@ -55,8 +55,8 @@ def perta_weights(
 
     Both importances are divided by m = max(I_f, I_r) before the power, so nothing overflows and only the
     smaller term can underflow (to its limit, 0): w = (I_f/m)^p / ((I_f/m)^p + (I_r/m)^p + eps). This is
-    DESIGN.md's formula with eps relative to m^p, which makes w invariant to a common rescaling of the
-    importances (diagonal Fisher values of large models are far below an absolute eps of 1e-12).
+    the formula of docs/design.md ("Weights"), with eps relative to m^p, which makes w invariant to a common
+    rescaling of the importances (diagonal Fisher values of large models are far below an absolute eps of 1e-12).
     Limits: p -> 0 gives 1/2 wherever I_f, I_r > 0; p -> infinity (``math.inf`` is allowed) a hard mask,
     1 where I_f > I_r, 0 where I_f < I_r, 1/2 at ties. w = 0 where I_f = 0 (both zero included).
     """
@@ -178,7 +178,7 @@ TIMING_FILE = "timing.json"
 
 @dataclass(frozen=True)
 class PerTAConfig:
-    """The choices of the PerTA pipeline (DESIGN.md section 6); :func:`perta_config` derives them.
+    """The choices of the PerTA pipeline (docs/design.md, "PerTA"); :func:`perta_config` derives them.
 
     ``reinforce``: the fine-tune of the target on the forget set that gives theta_ft (MUSE's recipe,
     5 epochs, lr 1e-5 at paper scale; the other profiles scale the lr as their own fine-tuning lr is

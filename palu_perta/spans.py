@@ -2,9 +2,9 @@
 
 PALU needs to know which answer tokens carry the facts to forget. Real TOFU has GPT-4o labels
 (``forgetXX_spans``) and the synthetic benchmark knows its spans exactly; other data has none.
-DESIGN.md section 5 proposes an estimate that no published tool offers: a token is sensitive
-when the *target* (fine-tuned) model finds it much more likely than the model it was fine-tuned
-from did, because that is knowledge fine-tuning put there::
+docs/design.md ("Sensitive spans without labels") gives an estimate that no published tool
+offers: a token is sensitive when the *target* (fine-tuned) model finds it much more likely than
+the model it was fine-tuned from did, because that is knowledge fine-tuning put there::
 
     gain_t = log p_target(y_t | x, y_<t) - log p_reference(y_t | x, y_<t)
     marked  = gain_t > margin                               (nats)

@@ -1,4 +1,4 @@
-"""Task vectors (DESIGN.md section 6): tau = theta_ft - theta_o, one small class with arithmetic.
+"""Task vectors (docs/design.md, "PerTA"): tau = theta_ft - theta_o, one small class with arithmetic.
 
 In the style of mlfoundations/task_vectors (Ilharco et al. 2023)::
 

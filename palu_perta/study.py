@@ -1,0 +1,510 @@
+"""The study runner: a declared grid of cells, each evaluated along its strength axis, its results
+appended to the results store (:mod:`palu_perta.store`). Results are the product; models are scratch.
+
+A :class:`Grid` crosses data settings x forget splits x methods x method settings x seeds into
+:class:`Cell`\\ s. Each cell finds (or trains) what it needs in the artifacts cache and writes one
+results file:
+
+- ``target`` / ``retain``: the fine-tuned reference models, evaluated once (one point ``{}``); the
+  retain model's per-item truth ratios are every other cell's forget-quality reference;
+- a training-based method (``ga``, ``graddiff``, ``npo``, ``palu``...): unlearned from the target with
+  the profile's budget (or the cell's learning rate) and evaluated after every epoch;
+- ``tv`` / ``perta-grad`` / ``perta-fisher``: theta_o - lambda * (w *) tau evaluated at every lambda of
+  the grid, given as multiples of lambda*, the smallest lambda at which TV forgets as far as the
+  retain model (:func:`palu_perta.perta.calibrate_lambda`).
+
+A seed is the unlearning run's seed (data order and retain sampling) for the training-based methods,
+and the seed of the reinforcement fine-tune (hence of tau) for the task-arithmetic ones; the target and
+retain models are fine-tuned once, with the profile's seed.
+
+Resuming: a cell's file is written only when the cell is finished (through a rename), so a killed
+study restarts at the first cell without a file, and inside that cell from its scratch folder: an
+unlearning run from its last epoch checkpoint, a lambda sweep from its last evaluated lambda. The
+scratch folder (checkpoints, no results) is deleted when the cell's file is written.
+
+    python -m palu_perta study --profile cpu --dry-run     # the cells, what is done, the time left
+    python -m palu_perta study --profile cpu               # run (or resume) it
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .artifacts import artifacts_root, atomic_write_json, config_hash
+from .config import Profile, get_profile, lambda_grid_points, unlearn_budget
+from .store import cell_header, results_root, write_cell
+
+REFERENCES = ("retain", "target")  # the retain model first: every other cell scores against it
+ARITHMETIC = ("tv", "perta-grad", "perta-fisher")
+DEFAULT_MULTIPLES = {
+    # TV: one halving below lambda* (partly forgotten) to two doublings above, as notebook 03's grid.
+    "tv": (0.5, 1.0, 2.0, 4.0),
+    # PerTA's weights are below 1 (their mean is about a third on the cpu profile, notebook 04), so it
+    # needs larger lambdas than TV to forget as far: its grid runs two doublings further.
+    "perta-grad": (0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+    "perta-fisher": (0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of a study: a method with its settings, on one data setting and forget split, one seed.
+
+    ``hyper``: the loss's hyperparameters as sorted ``(name, value)`` pairs (training-based methods);
+    ``learning_rate``: None for the profile's unlearning budget; ``multiples``: the lambdas of a
+    task-arithmetic sweep as multiples of lambda*.
+    """
+
+    setting: str
+    forget_split: str
+    method: str
+    seed: int = 0
+    hyper: tuple[tuple[str, Any], ...] = ()
+    learning_rate: float | None = None
+    multiples: tuple[float, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """``reference``, ``arithmetic`` or ``training``."""
+        return "reference" if self.method in REFERENCES else "arithmetic" if self.method in ARITHMETIC else "training"
+
+    @property
+    def label(self) -> str:
+        """The method with its settings, e.g. ``palu top_k=1`` or ``npo lr=2e-05``: what a figure's legend shows."""
+        parts = [self.method, *(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in self.hyper)]
+        if self.learning_rate is not None:
+            parts.append(f"lr={self.learning_rate:g}")
+        return " ".join(parts)
+
+    @property
+    def id(self) -> str:
+        """A file-name-safe identifier, unique within a grid."""
+        text = f"{self.setting}-{self.forget_split}-{self.label.replace(' ', '-')}"
+        if self.kind != "reference":
+            text += f"-s{self.seed}"
+        return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "hyper": dict(self.hyper), "id": self.id, "label": self.label,
+                "kind": self.kind}
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> "Cell":
+        """The cell a results file's cell row declares (the inverse of :meth:`to_dict`)."""
+        return cls(record["setting"], record["forget_split"], record["method"], int(record["seed"]),
+                   tuple(sorted(record.get("hyper", {}).items())), record.get("learning_rate"),
+                   tuple(record.get("multiples", ())))
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A declared study: its profile, and the crossing that gives its cells.
+
+    ``settings``: data setting name -> changes to the profile (e.g. ``{"data": "tofu", "n_authors": 20}``);
+    ``methods``: method -> the hyperparameter settings to run it with (``[{}]``: its defaults);
+    ``learning_rates``: for training-based methods (None: the profile's budget); ``budget``: changes to the
+    profile's unlearning budget for every training-based cell; ``multiples``: per task-arithmetic method,
+    the lambdas as multiples of lambda*.
+    """
+
+    name: str
+    profile: str
+    methods: dict[str, tuple[dict[str, Any], ...]]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    settings: dict[str, dict[str, Any]] = field(default_factory=lambda: {"synthetic": {}})
+    splits: tuple[str, ...] = ("forget10",)
+    learning_rates: tuple[float | None, ...] = (None,)
+    budget: dict[str, Any] = field(default_factory=dict)
+    multiples: dict[str, tuple[float, ...]] = field(default_factory=lambda: dict(DEFAULT_MULTIPLES))
+    description: str = ""
+
+    def cells(self) -> list[Cell]:
+        """Every cell: the reference models of each setting and split first, then the methods seed by seed
+        (a study stopped early holds every method at the first seeds rather than some methods at all)."""
+        cells = [Cell(s, split, ref) for s in self.settings for split in self.splits for ref in REFERENCES]
+        for seed in self.seeds:
+            for setting in self.settings:
+                for split in self.splits:
+                    for method, hypers in self.methods.items():
+                        if method in ARITHMETIC:
+                            cells.append(Cell(setting, split, method, seed,
+                                              multiples=tuple(self.multiples.get(method, DEFAULT_MULTIPLES["tv"]))))
+                            continue
+                        for hyper in hypers or ({},):
+                            for lr in self.learning_rates:
+                                cells.append(Cell(setting, split, method, seed, tuple(sorted(hyper.items())), lr))
+        return cells
+
+    def profile_for(self, cell: Cell) -> Profile:
+        """The profile a cell runs on: the grid's, with the setting's changes and the cell's forget split."""
+        return get_profile(self.profile).replace(**self.settings[cell.setting], forget_split=cell.forget_split)
+
+
+# PALU as the authors' released configuration runs it by default: K = 1 (flatten the top-1 logit) on every
+# sensitive token, alpha = 1 (their sweep: K in {1, 1000, 5000, 10000}, N in {1, 2, 3, 4, 5, 10},
+# alpha in {0.2, 0.5, 1, 2, 5}).
+PALU_AUTHORS = {"top_k": 1, "temporal": "sensitive", "alpha": 1.0}
+
+GRIDS: dict[str, Grid] = {
+    # Seconds: the tiny random model. Exercises every kind of cell (tests and CI).
+    "smoke": Grid(
+        "smoke", "smoke", seeds=(0, 1),
+        methods={"ga": ({},), "npo": ({},), "palu": (PALU_AUTHORS,), "tv": (), "perta-grad": ()},
+        multiples={"tv": (0.5, 1.0), "perta-grad": (1.0, 4.0)},
+        description="the tiny model on 6 synthetic authors: every kind of cell, in about a minute",
+    ),
+    # Hours on 2 cores: SmolLM2-135M on 20 synthetic authors, the methods the papers compare, three seeds.
+    "cpu": Grid(
+        "cpu", "cpu", seeds=(0, 1, 2),
+        methods={"graddiff": ({},), "npo": ({},), "palu": (PALU_AUTHORS,), "tv": (), "perta-grad": (),
+                 "perta-fisher": ()},
+        description="SmolLM2-135M on 20 synthetic authors (forget10: 2 authors, 20 answers), 3 seeds",
+    ),
+}
+
+
+def get_grid(name: str) -> Grid:
+    if name not in GRIDS:
+        raise ValueError(f"unknown grid {name!r}; choose one of {sorted(GRIDS)}")
+    return GRIDS[name]
+
+
+# ------------------------------------------------------------------------------------------ configuration
+
+
+def _data_key(profile: Profile) -> dict[str, Any]:
+    from .pipeline import benchmark
+    from .training import records_info
+
+    bench = benchmark(profile)
+    return {split: records_info(bench.source, records) for split, records in
+            {"full": bench.full, "retain_train": bench.retain, **bench.splits()}.items()}
+
+
+def unlearn_config(grid: Grid, cell: Cell, profile: Profile) -> Any:
+    """The :class:`~palu_perta.unlearn.UnlearnConfig` of a training-based cell (evaluated after every epoch)."""
+    from .unlearn import UnlearnConfig
+
+    budget = {**unlearn_budget(profile), **grid.budget}
+    if cell.learning_rate is not None:
+        budget["learning_rate"] = cell.learning_rate
+    epochs = int(budget["epochs"])
+    return UnlearnConfig(method=cell.method, hyper=dict(cell.hyper), seed=cell.seed,
+                         eval_epochs=tuple(range(1, epochs + 1)), **budget)
+
+
+def cell_config(grid: Grid, cell: Cell, data_key: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything that determines a cell's results: the cell, its profile (model, data, fine-tuning
+    recipe), the data's content, the evaluation settings and the method's full configuration (a loss's
+    defaults included, so changing one makes the cell stale)."""
+    profile = grid.profile_for(cell)
+    config: dict[str, Any] = {
+        "cell": {k: v for k, v in cell.to_dict().items() if k not in ("id", "label")},
+        "profile": profile.to_dict(),
+        "data": data_key if data_key is not None else _data_key(profile),
+        "evaluation": {"max_new_tokens": profile.max_new_tokens, "batch_size": profile.eval_batch_size},
+    }
+    if cell.kind == "training":
+        from .losses import LOSSES
+
+        cfg = unlearn_config(grid, cell, profile)
+        config["unlearn"] = {**cfg.to_dict(), "hyper": {**LOSSES[cell.method].defaults, **cfg.hyper}}
+    elif cell.kind == "arithmetic":
+        from .perta import perta_config
+
+        config["perta"] = dataclasses.asdict(perta_config(profile))
+        config["calibration"] = {"points": lambda_grid_points(profile)}
+    return config
+
+
+def cell_hash(grid: Grid, cell: Cell, data_key: dict[str, Any] | None = None) -> str:
+    """The 12-hex-digit hash of :func:`cell_config` and the package version."""
+    return config_hash(cell_config(grid, cell, data_key))
+
+
+def study_dir(grid: Grid, root: Path | None = None) -> Path:
+    """Where a grid's cell files live: ``<results>/<grid name>``."""
+    return Path(root or results_root()) / grid.name
+
+
+def cell_path(grid: Grid, cell: Cell, root: Path | None = None) -> Path:
+    return study_dir(grid, root) / f"{cell.id}.jsonl"
+
+
+def cell_status(grid: Grid, cell: Cell, expected_hash: str, root: Path | None = None) -> str:
+    """``done`` (a file with the current hash), ``stale`` (a file from another configuration) or ``todo``."""
+    header = cell_header(cell_path(grid, cell, root))
+    if header is None:
+        return "todo"
+    return "done" if header.get("config_hash") == expected_hash else "stale"
+
+
+# ------------------------------------------------------------------------------------------ cost
+
+
+# Seconds per unit of work on the 2-core machine, before any cell of a study has run (then the study's own
+# finished cells set the estimate). Sources: benchmarks/NOTES.md and benchmarks/results/ (cpu: the full
+# suite 100 s, the retain fine-tune 918 s, 9 unlearning runs of 5 epochs in 7.6 min); smoke: measured.
+COSTS = {
+    "smoke": {"finetune": 15.0, "eval": 2.0, "epoch": 1.0, "arithmetic_setup": 10.0},
+    "cpu": {"finetune": 1000.0, "eval": 100.0, "epoch": 12.0, "arithmetic_setup": 300.0},
+    "paper": {"finetune": 3600.0, "eval": 600.0, "epoch": 120.0, "arithmetic_setup": 1800.0},
+}
+
+
+def n_points(grid: Grid, cell: Cell) -> int:
+    """How many evaluations a cell makes."""
+    if cell.kind == "reference":
+        return 1
+    if cell.kind == "arithmetic":
+        return len(cell.multiples)
+    return int((grid.budget.get("epochs") or unlearn_budget(grid.profile_for(cell))["epochs"]))
+
+
+def estimate_seconds(grid: Grid, cell: Cell, finished: Sequence[dict[str, Any]] = ()) -> float:
+    """A cell's expected wall time: the mean of finished cells of the same method (scaled by their
+    number of points), else :data:`COSTS`."""
+    same = [c for c in finished if c["cell"]["method"] == cell.method and c.get("wall_time_s")]
+    points = n_points(grid, cell)
+    if same:
+        per_point = sum(c["wall_time_s"] / max(1, c.get("points", 1)) for c in same) / len(same)
+        return per_point * points
+    cost = COSTS.get(grid.profile, COSTS["cpu"])
+    if cell.kind == "reference":
+        return cost["finetune"] + cost["eval"]
+    if cell.kind == "arithmetic":
+        return cost["arithmetic_setup"] + points * cost["eval"]
+    return points * (cost["epoch"] + cost["eval"])
+
+
+@dataclass
+class Plan:
+    """What a study run will do: every cell with its status and hash, and the estimated seconds of the rest."""
+
+    grid: Grid
+    rows: list[dict[str, Any]]
+
+    @property
+    def todo(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] != "done"]
+
+    @property
+    def seconds_left(self) -> float:
+        return sum(r["estimate_s"] for r in self.todo)
+
+    def table(self) -> str:
+        """The plan as aligned text: one line per cell, then the total."""
+        width = max(len(r["cell"].id) for r in self.rows)
+        lines = [f"study {self.grid.name} (profile {self.grid.profile}): {self.grid.description}",
+                 f"{'cell':<{width}}  {'status':<6}  {'points':>6}  {'estimate':>9}"]
+        for r in self.rows:
+            lines.append(f"{r['cell'].id:<{width}}  {r['status']:<6}  {r['points']:>6}  {_duration(r['estimate_s']):>9}")
+        done = len(self.rows) - len(self.todo)
+        lines.append(f"{len(self.rows)} cells, {done} done, {len(self.todo)} to run: about "
+                     f"{_duration(self.seconds_left)} on this machine")
+        return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def plan(grid: Grid, root: Path | None = None, cells: Sequence[Cell] | None = None) -> Plan:
+    """Each cell's hash and status (nothing is trained) and the time the missing ones should take."""
+    cells = list(cells if cells is not None else grid.cells())
+    data_keys: dict[tuple[str, str], dict[str, Any]] = {}
+    finished = []
+    rows = []
+    for cell in cells:
+        key = (cell.setting, cell.forget_split)
+        if key not in data_keys:
+            data_keys[key] = _data_key(grid.profile_for(cell))
+        expected = cell_hash(grid, cell, data_keys[key])
+        status = cell_status(grid, cell, expected, root)
+        if status == "done":
+            header = cell_header(cell_path(grid, cell, root))
+            finished.append({"cell": header["cell"], "wall_time_s": header.get("wall_time_s"),
+                             "points": header.get("points", 1)})
+        rows.append({"cell": cell, "hash": expected, "status": status, "points": n_points(grid, cell)})
+    for row in rows:
+        row["estimate_s"] = estimate_seconds(grid, row["cell"], finished)
+    return Plan(grid, rows)
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+@dataclass
+class _Context:
+    """What the cells of one setting and split share: the profile, the benchmark, the reference models."""
+
+    profile: Profile
+    bench: Any
+    target: Path
+    retain: Path
+    retain_items: dict[str, Any] | None = None
+
+
+def _context(grid: Grid, cell: Cell, contexts: dict[tuple[str, str], _Context]) -> _Context:
+    key = (cell.setting, cell.forget_split)
+    if key not in contexts:
+        from . import pipeline
+
+        profile = grid.profile_for(cell)
+        bench = pipeline.benchmark(profile)
+        models = pipeline.reference_models(profile, bench, progress=False)
+        contexts[key] = _Context(profile, bench, models.target, models.retain)
+    return contexts[key]
+
+
+def _evaluate(model: Any, tokenizer: Any, ctx: _Context) -> dict[str, Any]:
+    from .evaluation import evaluate
+
+    result = evaluate(model, tokenizer, ctx.bench, max_new_tokens=ctx.profile.max_new_tokens,
+                      batch_size=ctx.profile.eval_batch_size, progress=False)
+    return result["per_item"]
+
+
+def _retain_items(grid: Grid, ctx: _Context, cell: Cell, root: Path | None) -> dict[str, Any]:
+    """The retain model's per-item payload (from its cell file): the forget-quality reference."""
+    if ctx.retain_items is None:
+        from .store import per_item_payload, read_rows
+
+        path = cell_path(grid, Cell(cell.setting, cell.forget_split, "retain"), root)
+        rows = read_rows(path)
+        summary = next(r for r in rows if r["row"] == "summary")
+        ctx.retain_items = per_item_payload([r for r in rows if r["row"] == "item"],
+                                            summary["meta"]["forget_split"], summary["meta"]["forget_hash"])
+    return ctx.retain_items
+
+
+def _run_reference(cell: Cell, ctx: _Context, scratch: Path) -> list[tuple[dict, dict]]:
+    from .models import load_model
+
+    model, tokenizer = load_model(str(ctx.target if cell.method == "target" else ctx.retain), seed=ctx.profile.seed)
+    return [({}, _evaluate(model, tokenizer, ctx))]
+
+
+def _run_training(grid: Grid, cell: Cell, ctx: _Context, scratch: Path) -> list[tuple[dict, dict]]:
+    from .models import load_model
+    from .unlearn import unlearn
+
+    cfg = unlearn_config(grid, cell, ctx.profile)
+    model, tokenizer = load_model(str(ctx.target), seed=ctx.profile.seed)
+    result = unlearn(model, tokenizer, ctx.bench, cfg, scratch, progress=False,
+                     evaluate=lambda m: {"per_item": _evaluate(m, tokenizer, ctx)})
+    return [({"epoch": t["epoch"]}, t["per_item"]) for t in result.trajectory]
+
+
+def _run_arithmetic(cell: Cell, ctx: _Context, scratch: Path) -> list[tuple[dict, dict]]:
+    from . import perta
+    from .models import load_model
+
+    seeded = ctx.profile.replace(seed=cell.seed)  # the reinforcement fine-tune's seed: a different tau
+    cfg = perta.perta_config(ctx.profile)
+    calibration = perta.calibrate_lambda(seeded, ctx.bench, ctx.target, ctx.retain,
+                                         points=lambda_grid_points(ctx.profile), cfg=cfg)
+    tau, weights = perta.task_vector_and_weights(seeded, ctx.bench, ctx.target, cell.method, cfg, progress=False)
+    target, tokenizer = load_model(str(ctx.target), seed=ctx.profile.seed)
+    points = []
+    for i, multiple in enumerate(cell.multiples):
+        lam = float(f"{calibration['lam_star'] * multiple:.4g}")
+        done = scratch / f"point-{i}.json"  # a sweep killed midway resumes at its first missing lambda
+        if done.is_file():
+            per_item = json.loads(done.read_text())
+        else:
+            per_item = _evaluate(perta.perta_unlearn(target, tau, weights, lam), tokenizer, ctx)
+            atomic_write_json(done, per_item)
+        points.append(({"lambda": lam, "multiple": multiple, "lam_star": calibration["lam_star"]}, per_item))
+    return points
+
+
+def run_cell(grid: Grid, cell: Cell, expected_hash: str, contexts: dict[tuple[str, str], _Context],
+             root: Path | None = None) -> Path:
+    """Compute one cell and write its results file; returns the file's path."""
+    from .evaluation import summarise
+
+    ctx = _context(grid, cell, contexts)
+    results = str(study_dir(grid, root).resolve())
+    where = hashlib.sha256(results.encode()).hexdigest()[:8]  # two results directories never share a scratch folder
+    scratch = artifacts_root() / "study-scratch" / f"{grid.name}-{cell.id}-{expected_hash}-{where}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    if cell.kind == "reference":
+        points = _run_reference(cell, ctx, scratch)
+    elif cell.kind == "training":
+        points = _run_training(grid, cell, ctx, scratch)
+    else:
+        points = _run_arithmetic(cell, ctx, scratch)
+    reference = points[0][1] if cell.method == "retain" else _retain_items(grid, ctx, cell, root)
+    header = {"cell": cell.to_dict(), "config_hash": expected_hash, "palu_perta": __version__,
+              "wall_time_s": round(time.perf_counter() - start, 1), "points": len(points)}
+    path = write_cell(cell_path(grid, cell, root), header,
+                      ((point, summarise(per_item, reference), per_item) for point, per_item in points))
+    shutil.rmtree(scratch, ignore_errors=True)
+    return path
+
+
+def stale_cells(grid: Grid, root: Path | None = None) -> list[str]:
+    """The results files of ``grid`` that the current code would not reproduce, each with the reason: a
+    configuration hash that differs from the one the code computes for that cell now, or a cell the grid
+    no longer declares. Empty when every committed result is current."""
+    from .store import cell_files
+
+    declared = {c.id: c for c in grid.cells()}
+    data_keys: dict[tuple[str, str], dict[str, Any]] = {}
+    problems = []
+    for path in cell_files(study_dir(grid, root)):
+        header = cell_header(path)
+        if header is None:
+            problems.append(f"{path.name}: no cell row (an unfinished or corrupt file)")
+            continue
+        cell = Cell.from_dict(header["cell"])
+        if cell.id not in declared or declared[cell.id] != cell:
+            problems.append(f"{path.name}: grid {grid.name!r} no longer declares this cell")
+            continue
+        key = (cell.setting, cell.forget_split)
+        if key not in data_keys:
+            data_keys[key] = _data_key(grid.profile_for(cell))
+        current = cell_hash(grid, cell, data_keys[key])
+        if header.get("config_hash") != current:
+            problems.append(f"{path.name}: recorded hash {header.get('config_hash')}, the code now computes {current}")
+    return problems
+
+
+def select(cells: Iterable[Cell], methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[Cell]:
+    """The cells of the given methods and seeds (the reference models are always kept)."""
+    return [c for c in cells if c.kind == "reference" or
+            ((methods is None or c.method in methods) and (seeds is None or c.seed in seeds))]
+
+
+def run_study(grid: Grid, root: Path | None = None, cells: Sequence[Cell] | None = None, progress: bool = True,
+              log: Callable[[str], None] = print) -> Plan:
+    """Run every cell that is not done (stale ones are recomputed), in the grid's order, with one
+    progress bar over the estimated seconds. Returns the plan it ran."""
+    from tqdm.auto import tqdm
+
+    todo_plan = plan(grid, root, cells)
+    log(todo_plan.table())
+    contexts: dict[tuple[str, str], _Context] = {}
+    bar = tqdm(total=round(todo_plan.seconds_left), unit="s", desc=f"study {grid.name}", disable=not progress,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} est. s [{elapsed}<{remaining}]{postfix}")
+    for row in todo_plan.todo:
+        bar.set_postfix_str(row["cell"].id)
+        run_cell(grid, row["cell"], row["hash"], contexts, root)
+        bar.update(round(row["estimate_s"]))
+    bar.close()
+    return todo_plan
