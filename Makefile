@@ -24,6 +24,7 @@ install: $(STAMP)
 # Re-run every notebook (in place, through a temporary copy) and regenerate figures/.
 reproduce: install
 	$(PY) -m palu_perta.notebooks --profile $(PROFILE) $(NOTEBOOKS)
+	$(PY) -m palu_perta.report
 
 # The study's tables and figures (figures/study_*), rebuilt from the committed results/ in seconds: nothing trains.
 figures: install

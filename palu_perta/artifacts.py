@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import artifacts_root
+from .paths import artifacts_root
 
 CONFIG_FILE = "artifact.json"  # not config.json: HF model directories own that name
 
@@ -110,6 +110,7 @@ def atomic_dir(path: Path, config: dict[str, Any] | None = None, overwrite: bool
     path = Path(path)
     _check_writable(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700: a cache shared by a class must be readable by its users
     try:
         yield tmp
         if config is not None:

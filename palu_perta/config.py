@@ -12,51 +12,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .replay import GENERAL_QUESTIONS
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def repo_root() -> Path | None:
-    """The checkout this package runs from (editable install), or None for a wheel install."""
-    root = PACKAGE_DIR.parent
-    return root if (root / "pyproject.toml").exists() and (root / "notebooks").exists() else None
-
-
-def artifacts_root() -> Path:
-    """Where models, task vectors and evaluations are cached.
-
-    ``$PALU_PERTA_ARTIFACTS`` if set, else ``<repo>/artifacts`` in a checkout, else
-    ``~/.cache/palu_perta``.
-    """
-    env = os.environ.get("PALU_PERTA_ARTIFACTS")
-    if env:
-        return Path(env).expanduser().resolve()
-    root = repo_root()
-    return (root / "artifacts") if root else Path.home() / ".cache" / "palu_perta"
-
-
-def figures_dir() -> Path:
-    """Where notebooks write their figures: ``$PALU_PERTA_FIGURES`` or ``<repo>/figures``."""
-    env = os.environ.get("PALU_PERTA_FIGURES")
-    if env:
-        return Path(env).expanduser().resolve()
-    root = repo_root()
-    return (root / "figures") if root else Path.cwd() / "figures"
-
-
-def default_tofu_dir() -> Path | None:
-    """A local TOFU copy: ``$PALU_PERTA_TOFU_DIR``, else ``../shared/tofu`` beside the checkout."""
-    env = os.environ.get("PALU_PERTA_TOFU_DIR")
-    if env:
-        return Path(env).expanduser().resolve()
-    root = repo_root()
-    if root and (root.parent / "shared" / "tofu" / "full.json").exists():
-        return root.parent / "shared" / "tofu"
-    return None
+# the paths live in palu_perta.paths (which imports nothing of the package); kept here for the notebooks' imports
+from .paths import PACKAGE_DIR, artifacts_root, default_tofu_dir, figures_dir, repo_root  # noqa: E402,F401
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from .config import figures_dir
+from .paths import figures_dir
 from .tokenization import ORDINARY, PROMPT, SENSITIVE
 
 DPI = 120

@@ -27,7 +27,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from . import stats, store
-from .config import figures_dir
+from .paths import figures_dir
 
 LEVEL = 0.95
 RESAMPLES = 1000  # bootstrap resamples per interval: the 2.5 % quantile moves by ~0.002 MU between seeds of the bootstrap

@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from .artifacts import atomic_write_text
-from .config import repo_root
+from .paths import repo_root
 
 ROW_KINDS = ("cell", "summary", "item")
 TEXT_FIELDS = ("question", "answer")  # the data's own text: the data setting reproduces it

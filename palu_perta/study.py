@@ -417,7 +417,12 @@ def _run_arithmetic(cell: Cell, ctx: _Context, scratch: Path) -> list[tuple[dict
     cfg = perta.perta_config(ctx.profile)
     calibration = perta.calibrate_lambda(seeded, ctx.bench, ctx.target, ctx.retain,
                                          points=lambda_grid_points(ctx.profile), cfg=cfg)
-    tau, weights = perta.task_vector_and_weights(seeded, ctx.bench, ctx.target, cell.method, cfg, progress=False)
+    # tau from the seeded reinforcement; the importances use every example (fraction 1), so they do not
+    # depend on the seed: computed once with the profile's seed and shared by every seed's cell
+    tau = perta.task_vector_for(seeded, ctx.target, perta.reinforced_model(seeded, ctx.bench, ctx.target, cfg, False))
+    weights = (None if cell.method == "tv" else
+               perta.perta_weights_for(ctx.profile if cfg.fraction == 1 else seeded, ctx.bench, ctx.target,
+                                       cell.method, cfg, progress=False))
     target, tokenizer = load_model(str(ctx.target), seed=ctx.profile.seed)
     points = []
     for i, multiple in enumerate(cell.multiples):

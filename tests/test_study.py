@@ -224,3 +224,18 @@ def test_report_rebuilds_tables_and_figure_from_results(straight, tmp_path):
     assert len(points) == 2 + 3  # retain, target, ga after each of its 3 epochs
     assert (points["forget_rouge_low"] <= points["forget_rouge"] + 1e-12).all()
     assert (points["forget_rouge"] <= points["forget_rouge_high"] + 1e-12).all()
+
+
+def test_cache_and_results_files_honour_the_umask(tmp_path):
+    """A shared cache or results directory is readable by the group and others under the usual umask 022."""
+    from palu_perta.artifacts import atomic_dir, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        written = atomic_write_text(tmp_path / "a.txt", "x")
+        with atomic_dir(tmp_path / "entry", {"k": 1}) as tmp:
+            (tmp / "f").write_text("y")
+    finally:
+        os.umask(old)
+    assert written.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "entry").stat().st_mode & 0o777 == 0o755

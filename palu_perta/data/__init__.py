@@ -319,7 +319,7 @@ def load_tofu(
 def load_benchmark(profile: Any, data: str | None = None) -> Benchmark:
     """The benchmark a profile asks for: ``synthetic``, ``tofu`` (local copy, else the hub)
     or a directory of TOFU-format JSON files."""
-    from ..config import default_tofu_dir
+    from ..paths import default_tofu_dir
 
     data = data or profile.data
     if data == "synthetic":
