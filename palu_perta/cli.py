@@ -5,7 +5,7 @@ to an argparse parser and a function that runs it. Adding one (``unlearn``, ``fi
 one entry in that dict.
 
     python -m palu_perta evaluate --model PATH --data synthetic --forget-split forget10 \\
-        [--profile cpu] [--retain-results DIR_OR_JSON] --out DIR
+        [--profile cpu] [--retain-results DIR_OR_JSON] --out DIR  # JSON: ours or open-unlearning's
     python -m palu_perta finetune --profile paper [--role target|retain|both]
     python -m palu_perta unlearn --profile paper --method palu --hyper '{"top_k": 50, "first_n": 3}'
 
@@ -36,8 +36,11 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="'tiny', 'smollm2', a model directory or a hub id")
     _common_arguments(parser)
     parser.add_argument("--retain-results", default=None,
-                        help="the retain model's per_item.json (or its directory): enables forget_quality, privleak")
-    parser.add_argument("--out", required=True, help="directory for summary.json and per_item.json")
+                        help="the retain model's per_item.json or open-unlearning TOFU_EVAL.json (or a directory "
+                             "holding one): enables forget_quality, privleak")
+    parser.add_argument("--out", required=True,
+                        help="directory for summary.json, per_item.json and open-unlearning's TOFU_EVAL.json, "
+                             "TOFU_SUMMARY.json")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the profile's")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the profile's eval_batch_size")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
@@ -71,7 +74,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         shown = "None" if value is None else f"{value:.4g}"
         print(f"{key:<{width}}  {shown}")
     print(json.dumps(meta))
-    print(f"wrote {args.out}/summary.json and {args.out}/per_item.json")
+    print(f"wrote summary.json, per_item.json, TOFU_EVAL.json and TOFU_SUMMARY.json in {args.out}")
     return 0
 
 

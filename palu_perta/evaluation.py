@@ -34,6 +34,12 @@ from tqdm.auto import tqdm
 
 from . import metrics as M
 from .artifacts import atomic_write_json
+from .interop import (
+    is_open_unlearning_log,
+    open_unlearning_summary,
+    retain_reference_from_open_unlearning,
+    to_open_unlearning,
+)
 from .tokenization import IGNORE_INDEX, Collator, check_tokenizer, encode_qa, pad_id, prompt_batch, prompt_text
 
 # bf16 autocast, measured on SmolLM2-135M-Instruct over the cpu profile's synthetic benchmark
@@ -359,30 +365,62 @@ def forget_hash(forget: Sequence[dict]) -> str:
 
 
 def load_retain_reference(reference: Mapping[str, Any] | str | os.PathLike, expected_hash: str | None = None,
-                          expected_split: str | None = None) -> dict:
-    """The per-item results of a retain model: from :func:`evaluate`'s return value, a
-    ``per_item.json`` payload, a path to that file or to the directory holding it.
+                          expected_split: str | None = None, *, expected_n: int | None = None) -> dict:
+    """The per-item results of a retain model, in our per-item shape (``{"splits": {"forget": [row]},
+    "forget_hash", ...}``; for privleak also ``mia_auc``).
 
-    Raises ValueError when it is not such a result, or when its forget questions differ from
-    ``expected_hash``.
+    ``reference``: :func:`evaluate`'s return value or the ``per_item.json`` it writes; or
+    open-unlearning's ``TOFU_EVAL.json`` content (its per-item forget truth ratios and, when logged,
+    ``mia_min_k``'s AUC are used; see :mod:`palu_perta.interop`); or a path to either file, or to a
+    directory holding one (``per_item.json`` first, else ``TOFU_EVAL.json``).
+
+    Which forget set the results are for: our results carry a hash of the forget questions, which
+    must equal ``expected_hash``. open-unlearning's logs carry no questions, so for them (and
+    whenever either hash is missing) only the number of forget items is checked, against
+    ``expected_n``: a log of another forget set of the same size is not detected. Raises ValueError
+    for anything that is neither format and on a mismatch.
     """
     if isinstance(reference, (str, os.PathLike)):
-        path = Path(reference)
-        path = path / "per_item.json" if path.is_dir() else path
-        if not path.is_file():
-            raise FileNotFoundError(f"retain results {path} not found (pass per_item.json or its directory)")
-        reference = json.loads(path.read_text())
-    ref = dict(reference.get("per_item", reference))  # type: ignore[union-attr]
-    if "forget_hash" not in ref or "forget" not in ref.get("splits", {}):
-        raise ValueError("retain_reference is not an evaluation result: expected evaluate()'s return value "
-                         "or the per_item.json it writes (with 'forget_hash' and 'splits')")
-    if expected_hash is not None and ref["forget_hash"] != expected_hash:
+        reference = _read_reference(Path(reference))
+    if is_open_unlearning_log(reference):
+        ref = retain_reference_from_open_unlearning(reference)
+    else:
+        ref = dict(reference.get("per_item", reference)) if isinstance(reference, Mapping) else {}
+        if "forget_hash" not in ref or "forget" not in ref.get("splits", {}):
+            raise ValueError(
+                "retain_reference is not an evaluation result: expected evaluate()'s return value or the "
+                "per_item.json it writes (with 'forget_hash' and 'splits'), or open-unlearning's TOFU_EVAL.json "
+                "(per-metric 'agg_value' / 'value_by_index'; TOFU_SUMMARY.json holds aggregates only)")
+    n_forget = len(ref["splits"]["forget"])
+    if expected_hash is not None and ref["forget_hash"] is not None:
+        if ref["forget_hash"] != expected_hash:
+            raise ValueError(
+                f"the retain results are for another forget set ({ref.get('forget_split')!r}, "
+                f"{n_forget} questions, hash {ref['forget_hash']}) than this evaluation's "
+                f"({expected_split!r}, hash {expected_hash}); evaluate the retain model on the same forget split"
+            )
+    elif expected_n is not None and n_forget != expected_n:
+        origin = ("open-unlearning's logs carry no questions, so only the number of forget items is checked"
+                  if ref.get("source") == "open-unlearning" else "one side has no forget hash to compare")
         raise ValueError(
-            f"the retain results are for another forget set ({ref.get('forget_split')!r}, "
-            f"{len(ref['splits']['forget'])} questions, hash {ref['forget_hash']}) than this evaluation's "
-            f"({expected_split!r}, hash {expected_hash}); evaluate the retain model on the same forget split"
+            f"the retain results have {n_forget} forget items but this evaluation has {expected_n} "
+            f"({expected_split!r}): not the same forget set ({origin}); evaluate the retain model on the "
+            "same forget split"
         )
     return ref
+
+
+def _read_reference(path: Path) -> Any:
+    """The JSON of a retain result file, or of ``per_item.json`` / ``TOFU_EVAL.json`` in a directory."""
+    if path.is_dir():
+        found = next((path / name for name in ("per_item.json", "TOFU_EVAL.json") if (path / name).is_file()), None)
+        if found is None:
+            raise FileNotFoundError(f"neither per_item.json nor open-unlearning's TOFU_EVAL.json in {path}")
+        path = found
+    if not path.is_file():
+        raise FileNotFoundError(f"retain results {path} not found (pass per_item.json, open-unlearning's "
+                                "TOFU_EVAL.json or a directory holding one)")
+    return json.loads(path.read_text())
 
 
 # ---------------------------------------------------------------------------------------
@@ -415,7 +453,9 @@ def evaluate(
     :func:`load_retain_reference`); without it ``forget_quality`` is None and ``privleak`` uses
     open-unlearning's default reference AUC 0.5. With ``out_dir`` writes ``summary.json``
     (everything but ``per_item``) and ``per_item.json`` (generations, per-item probabilities,
-    truth ratios, MIA scores; a valid ``retain_reference`` for other models).
+    truth ratios, MIA scores; a valid ``retain_reference`` for other models), and the same results
+    in open-unlearning's format: ``TOFU_EVAL.json`` (per metric ``agg_value`` and
+    ``value_by_index``) and ``TOFU_SUMMARY.json`` (see :mod:`palu_perta.interop`).
     """
     check_tokenizer(tokenizer)
     if hasattr(splits, "splits") and callable(splits.splits):  # a Benchmark
@@ -424,7 +464,8 @@ def evaluate(
     data = validate_splits(splits)
     fhash = forget_hash(data["forget"])
     forget_split = forget_split or "forget"
-    ref = load_retain_reference(retain_reference, fhash, forget_split) if retain_reference is not None else None
+    ref = (load_retain_reference(retain_reference, fhash, forget_split, expected_n=len(data["forget"]))
+           if retain_reference is not None else None)
     start = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -447,6 +488,9 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "per_item.json", per_item)
         atomic_write_json(out / "summary.json", summary)
+        log = to_open_unlearning(per_item, summary)
+        atomic_write_json(out / "TOFU_EVAL.json", log)
+        atomic_write_json(out / "TOFU_SUMMARY.json", open_unlearning_summary(log))
     return {**summary, "per_item": per_item}
 
 
@@ -572,8 +616,14 @@ def _mia_aucs(per_item: dict[str, Any]) -> dict[str, float | None]:
 
 def summarise(per_item: Mapping[str, Any],
               retain_reference: Mapping[str, Any] | str | os.PathLike | None = None) -> dict[str, Any]:
-    """Recompute the summary from saved per-item results (e.g. against another retain model)."""
+    """Recompute the summary from saved per-item results (e.g. against another retain model).
+
+    ``per_item``: our payload (``per_item.json``, a result holding it, or
+    :func:`palu_perta.interop.from_open_unlearning` of a complete open-unlearning log);
+    ``retain_reference``: as :func:`load_retain_reference` takes it.
+    """
     per_item = dict(per_item.get("per_item", per_item))
-    ref = (load_retain_reference(retain_reference, per_item["forget_hash"], per_item.get("forget_split"))
+    ref = (load_retain_reference(retain_reference, per_item["forget_hash"], per_item.get("forget_split"),
+                                 expected_n=len(per_item["splits"]["forget"]))
            if retain_reference is not None else None)
     return _summarise(per_item, ref)

@@ -165,7 +165,9 @@ GRIDS: dict[str, Grid] = {
     # Hours on 2 cores: SmolLM2-135M on 20 synthetic authors, the methods the papers compare, three seeds.
     "cpu": Grid(
         "cpu", "cpu", seeds=(0, 1, 2),
-        methods={"graddiff": ({},), "npo": ({},), "palu": (PALU_AUTHORS,), "tv": (), "perta-grad": (),
+        # the order a seed's cells run in: one of each family first, so a study stopped early still
+        # holds both papers' comparisons (PALU against a baseline, PerTA against TV)
+        methods={"graddiff": ({},), "tv": (), "palu": (PALU_AUTHORS,), "perta-grad": (), "npo": ({},),
                  "perta-fisher": ()},
         description="SmolLM2-135M on 20 synthetic authors (forget10: 2 authors, 20 answers), 3 seeds",
     ),
@@ -437,6 +439,20 @@ def _run_arithmetic(cell: Cell, ctx: _Context, scratch: Path) -> list[tuple[dict
     return points
 
 
+def _machine() -> dict[str, Any]:
+    """Where a cell ran (not part of its hash): the numbers of a configuration differ in the last digits
+    between machines, and a CPU without native bf16 trains a bf16 recipe in fp32 (:func:`~palu_perta.training.use_bf16`)."""
+    import platform
+
+    import torch
+
+    from .training import cpu_has_native_bf16
+
+    return {"torch": torch.__version__, "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "cpu": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16(),
+            "threads": torch.get_num_threads(), "python": platform.python_version()}
+
+
 def run_cell(grid: Grid, cell: Cell, expected_hash: str, contexts: dict[tuple[str, str], _Context],
              root: Path | None = None) -> Path:
     """Compute one cell and write its results file; returns the file's path."""
@@ -456,7 +472,7 @@ def run_cell(grid: Grid, cell: Cell, expected_hash: str, contexts: dict[tuple[st
         points = _run_arithmetic(cell, ctx, scratch)
     reference = points[0][1] if cell.method == "retain" else _retain_items(grid, ctx, cell, root)
     header = {"cell": cell.to_dict(), "config_hash": expected_hash, "palu_perta": __version__,
-              "wall_time_s": round(time.perf_counter() - start, 1), "points": len(points)}
+              "wall_time_s": round(time.perf_counter() - start, 1), "points": len(points), "machine": _machine()}
     path = write_cell(cell_path(grid, cell, root), header,
                       ((point, summarise(per_item, reference), per_item) for point, per_item in points))
     shutil.rmtree(scratch, ignore_errors=True)
