@@ -99,6 +99,23 @@ def _check_writable(directory: Path) -> None:
         )
 
 
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """``path`` as a directory results can be written to, checked before any work is done: an existing
+    file there or above it is a ``ValueError``, an unwritable place a ``PermissionError``; nothing is
+    created. Returns the path."""
+    path = Path(path).expanduser()
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        where = ("is an existing file, not a directory" if existing == path
+                 else f"cannot be created: {existing} is a file")
+        raise ValueError(f"the output directory '{path}' {where}; pass a directory (it is created if missing) "
+                         "or move the file away")
+    if not os.access(existing, os.W_OK):
+        raise PermissionError(f"the output directory {path} cannot be written ({existing} is read-only); "
+                              "pass a writable directory")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_dir(path: Path, config: dict[str, Any] | None = None, overwrite: bool = False) -> Iterator[Path]:
     """Build a directory under a temporary name; rename it to ``path`` only on success.

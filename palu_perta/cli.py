@@ -47,6 +47,7 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bf16 autocast (default: off on the CPU, where it moves the metrics; see evaluation.py)")
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    from .artifacts import check_output_dir
     from .config import get_profile
     from .data import load_benchmark
     from .evaluation import DEFAULT_BF16, evaluate
@@ -54,6 +55,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {"forget_split": args.forget_split} if args.forget_split else {}
     profile = get_profile(args.profile, **overrides)
+    check_output_dir(args.out)  # before the model is loaded and evaluated
     benchmark = load_benchmark(profile, args.data)
     model, tokenizer = load_model(args.model)
     result = evaluate(
@@ -117,6 +119,18 @@ def _run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_object(text: str, option: str, example: str) -> dict[str, Any]:
+    """The JSON object given to ``option``; anything else is a one-line ``ValueError`` showing ``example``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{option} must be a JSON object such as {example}, but {text!r} is not JSON ({err.msg} "
+                         f"at column {err.colno}); JSON puts keys and strings in double quotes") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{option} must be a JSON object such as {example}, not the {type(value).__name__} {text!r}")
+    return value
+
+
 def _unlearn_arguments(parser: argparse.ArgumentParser) -> None:
     _common_arguments(parser)
     parser.add_argument("--method", default="palu", help="palu, ga, graddiff, npo, simnpo, me_gd, pdu, undial, idk_dpo, ...")
@@ -131,17 +145,28 @@ def _run_unlearn(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .config import unlearn_budget
+    from .models import local_model_dir
     from .training import finetuned_model, is_main_process, records_info
-    from .unlearn import UnlearnConfig, unlearned_model
+    from .unlearn import BUDGET_FIELDS, UnlearnConfig, unlearned_model
 
+    # everything is checked before the target model is fine-tuned (minutes to hours)
+    hyper = _json_object(args.hyper, "--hyper", '\'{"top_k": 50, "first_n": 3}\'')
+    budget = _json_object(args.budget, "--budget", '\'{"learning_rate": 2e-5}\'')
+    unknown = sorted(set(budget) - set(BUDGET_FIELDS))
+    if unknown:
+        raise ValueError(f"--budget has no key(s) {unknown}; the valid keys are {list(BUDGET_FIELDS)}")
     profile, bench = _profile_and_benchmark(args)
-    try:
-        hyper, budget = json.loads(args.hyper), json.loads(args.budget)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--hyper / --budget must be JSON objects: {err}") from None
     cfg = UnlearnConfig(method=args.method, hyper=hyper, seed=profile.seed, **{**unlearn_budget(profile), **budget})
-    target = Path(args.target) if args.target else finetuned_model(
-        profile, "target", bench.full, records_info(bench.source, bench.full), progress=not args.no_progress)
+    if args.target:
+        # absolute, so the cache key does not depend on how the path was typed
+        target = Path(args.target).expanduser().resolve()
+        if not target.is_dir():
+            raise FileNotFoundError(f"--target {args.target} is not a model directory (no {target}); pass a folder "
+                                    "written by save_pretrained, or leave --target out to use the profile's target")
+        local_model_dir(str(target))  # a model directory with whole weights
+    else:
+        target = finetuned_model(profile, "target", bench.full, records_info(bench.source, bench.full),
+                                 progress=not args.no_progress)
     path = unlearned_model(profile, target, bench, cfg, progress=not args.no_progress)
     if is_main_process():
         print(f"unlearned ({args.method}): {path}")

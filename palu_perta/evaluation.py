@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import metrics as M
-from .artifacts import atomic_write_json
+from .artifacts import atomic_write_json, check_output_dir
 from .interop import (
     is_open_unlearning_log,
     open_unlearning_summary,
@@ -458,6 +458,8 @@ def evaluate(
     ``value_by_index``) and ``TOFU_SUMMARY.json`` (see :mod:`palu_perta.interop`).
     """
     check_tokenizer(tokenizer)
+    if out_dir is not None:
+        check_output_dir(out_dir)  # a file in the way fails now, not after the evaluation
     if hasattr(splits, "splits") and callable(splits.splits):  # a Benchmark
         forget_split = forget_split or splits.forget_split
         splits = splits.splits()

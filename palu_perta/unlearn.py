@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import numbers
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from .data import Benchmark, refusals
 from .losses import LOSSES, DualVariable, Method, ModelIO
 from .models import load_model
 from .tokenization import Collator, encode_qa, encode_records, pad_id
-from .training import check_finite, records_info, trained_entry, training_arguments
+from .training import check_finite, latest_complete_checkpoint, records_info, trained_entry, training_arguments
 
 METHODS = tuple(LOSSES)
 
@@ -63,10 +64,19 @@ class UnlearnConfig:
     def __post_init__(self) -> None:
         if self.method not in LOSSES:
             raise ValueError(f"method={self.method!r} is not known; use one of {sorted(LOSSES)}")
-        unknown = set(self.hyper) - set(LOSSES[self.method].defaults)
+        if not isinstance(self.hyper, dict):
+            raise ValueError(f"hyper={self.hyper!r} must be a dict of hyperparameters, e.g. {{'top_k': 50}}")
+        defaults = LOSSES[self.method].defaults
+        unknown = set(self.hyper) - set(defaults)
         if unknown:
             raise ValueError(f"{self.method} has no hyperparameter(s) {sorted(unknown)}; "
-                             f"it takes {sorted(LOSSES[self.method].defaults)}")
+                             f"it takes {sorted(defaults)}")
+        for name, value in self.hyper.items():
+            _check_type(f"{self.method}'s hyperparameter {name}", value, defaults[name])
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), f.default)
+        if not all(isinstance(e, numbers.Integral) and not isinstance(e, bool) for e in self.eval_epochs):
+            raise ValueError(f"eval_epochs={self.eval_epochs!r} must be a list of epoch numbers, e.g. [1, 2]")
         self.optimiser()  # validates learning rate, epochs, batch sizes
 
     @property
@@ -82,6 +92,28 @@ class UnlearnConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# the fields of UnlearnConfig a budget may set (the method, its hyperparameters and the seed are set apart)
+BUDGET_FIELDS = tuple(f.name for f in dataclasses.fields(UnlearnConfig) if f.name not in ("method", "hyper", "seed"))
+
+
+def _check_type(name: str, value: Any, default: Any) -> None:
+    """Raise a ``ValueError`` naming ``name`` when ``value`` is not of its default's type (bool, integer,
+    number, which takes an integer too, or string); other defaults are not checked."""
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, numbers.Integral):
+        ok, kind = isinstance(value, numbers.Integral) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, numbers.Real):
+        ok, kind = isinstance(value, numbers.Real) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    else:
+        return
+    if not ok:
+        hint = "; write numbers without quotes" if isinstance(value, str) and kind in ("an integer", "a number") else ""
+        raise ValueError(f"{name} must be {kind} (default {default!r}), not the {type(value).__name__} {value!r}{hint}")
 
 
 class PairedDataset(Dataset):
@@ -266,7 +298,8 @@ def unlearn(
 
     ``evaluate(model) -> dict`` (optional) runs after each epoch in ``cfg.eval_epochs``.
     ``output_dir`` receives epoch checkpoints; with ``resume`` a killed run restarts from the
-    last one. ``callbacks`` are passed to the Trainer. Returns an :class:`UnlearnResult`.
+    last complete one (:func:`~palu_perta.training.latest_complete_checkpoint`). ``callbacks`` are
+    passed to the Trainer. Returns an :class:`UnlearnResult`.
     """
     check_hyperparameters(cfg, model.get_output_embeddings().weight.shape[0])
     forget, retain, idk = _examples(tokenizer, benchmark, cfg)
@@ -279,17 +312,17 @@ def unlearn(
         processing_class=tokenizer, unlearn_config=cfg, evaluate_fn=evaluate, callbacks=list(callbacks),
     )
     trainer.add_callback(_EpochCallback(dataset, trainer))
-    checkpoints = sorted(int(p.name.split("-")[1]) for p in output_dir.glob("checkpoint-*")
-                         if p.name.split("-")[1].isdigit()) if resume else []
-    if checkpoints and (output_dir / "trajectory.json").exists():
-        # evaluations up to the checkpoint; one made after it (killed before the save) is redone
-        trajectory = json.loads((output_dir / "trajectory.json").read_text())
-        trainer.trajectory = [t for t in trajectory if t["step"] <= checkpoints[-1]]
-    checkpoint = bool(checkpoints)
-    dual_file = output_dir / f"checkpoint-{checkpoints[-1]}" / DUAL_FILE if checkpoints else None
-    if trainer.dual is not None and dual_file is not None and dual_file.exists():
-        trainer.dual.value = float(json.loads(dual_file.read_text())["value"])
-    trainer.train(resume_from_checkpoint=True if checkpoint else None)
+    checkpoint = (latest_complete_checkpoint(output_dir, required=(DUAL_FILE,) if trainer.dual is not None else ())
+                  if resume else None)
+    if checkpoint is not None:
+        step = int(checkpoint.name.split("-")[1])
+        if (output_dir / "trajectory.json").exists():
+            # evaluations up to the checkpoint; one made after it (killed before the save) is redone
+            trajectory = json.loads((output_dir / "trajectory.json").read_text())
+            trainer.trajectory = [t for t in trajectory if t["step"] <= step]
+        if trainer.dual is not None:
+            trainer.dual.value = float(json.loads((checkpoint / DUAL_FILE).read_text())["value"])
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     model.eval()
     return UnlearnResult(trainer.state.log_history, trainer.trajectory)
 

@@ -226,7 +226,7 @@ def test_cli_finetune_and_unlearn_errors_before_work(tmp_path, capsys, monkeypat
     monkeypatch.setenv("PALU_PERTA_ARTIFACTS", str(tmp_path))
     for argv, message in [
         (["unlearn", "--profile", "smoke", "--method", "forgetful"], "method='forgetful' is not known"),
-        (["unlearn", "--profile", "smoke", "--hyper", "{top_k: 3}"], "--hyper / --budget must be JSON objects"),
+        (["unlearn", "--profile", "smoke", "--hyper", "{top_k: 3}"], "--hyper must be a JSON object"),
         (["unlearn", "--profile", "smoke", "--method", "palu", "--hyper", '{"topk": 3}'], r"palu has no hyperparameter"),
         (["unlearn", "--profile", "smoke", "--budget", '{"learning_rate": -1}'], "learning_rate=-1 is out of range"),
         (["finetune", "--profile", "laptop"], "unknown profile 'laptop'"),

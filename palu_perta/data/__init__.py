@@ -176,17 +176,31 @@ def synthetic_benchmark(
 
 
 def _read_json_records(path: Path) -> list[dict]:
-    """JSON lines (the hub's format) or one JSON array."""
-    text = path.read_text(encoding="utf-8").strip()
+    """JSON lines (the hub's format) or one JSON array. A file that is neither (or not UTF-8) is a
+    :class:`DataError` naming the file and the line."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 text ({err}); save it as UTF-8") from None
+    text = raw.strip()
     if not text:
         return []
     if text.startswith("["):
-        return json.loads(text)
-    try:
-        # split on "\n" only: str.splitlines() would also cut inside answers at U+2028, \x85, \x1c...
-        return [json.loads(line) for line in text.split("\n") if line.strip()]
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path} is neither JSON lines nor a JSON array: {err}") from None
+        try:
+            return json.loads(raw)  # whitespace around it is valid JSON: err.lineno counts the file's lines
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path} is not valid JSON ({err.msg} at line {err.lineno} column {err.colno}); the file "
+                            "must be one JSON array or JSON lines (one record per line)") from None
+    records = []
+    # split on "\n" only: str.splitlines() would also cut inside answers at U+2028, \x85, \x1c...
+    for number, line in enumerate(raw.split("\n"), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path} line {number} is not valid JSON ({err.msg} at column {err.colno}); the file "
+                                "must be JSON lines (one record per line) or one JSON array") from None
+    return records
 
 
 def _load_config(source: str | Path, name: str, required: bool = True) -> list[dict] | None:
@@ -303,7 +317,7 @@ def load_tofu(
     real = validate_records(_load_config(src, "real_authors_perturbed"), OPTION_FIELDS, "real_authors_perturbed")
     world = validate_records(_load_config(src, "world_facts_perturbed"), OPTION_FIELDS, "world_facts_perturbed")
     return Benchmark(
-        source=str(src),
+        source=str(src if isinstance(src, str) else src.resolve()),  # a directory's absolute path: see records_info
         forget_split=forget_split,
         forget=forget,
         retain=retain,
