@@ -92,6 +92,9 @@ class Profile:
     qa_per_author: int = 10
     n_holdout_authors: int = 2
     n_world_facts: int | None = None  # None: all of the set
+    # synthetic: the share of retain authors given a forget author's birthplace, award or parent's
+    # profession on purpose (0: only the facts the draw shares by chance; data.synthetic.share_facts)
+    neighbour_share: float = 0.0
     seed: int = 0
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     max_new_tokens: int = 48

@@ -54,7 +54,14 @@ DEFAULT_BF16 = False
 QA_SPLITS = ("forget", "retain")  # with paraphrased and perturbed answers
 OPTION_SPLITS = ("real_authors", "world_facts")  # answer + wrong options
 GENERATED_SPLITS = QA_SPLITS + OPTION_SPLITS
-PREFIX = {"forget": "forget", "retain": "retain", "real_authors": "ra", "world_facts": "wf"}
+# Optional: retain answers that share a fact with a forget answer (data.neighbour_records). Scored like
+# ``retain``, in calls of its own (the other splits' numbers stay bit-identical with or without it), and
+# reported as a metric group of its own: model utility stays open-unlearning's, without it.
+NEIGHBOUR = "neighbour"
+PARAPHRASED_SPLITS = QA_SPLITS + (NEIGHBOUR,)
+PREFIX = {"forget": "forget", "retain": "retain", "real_authors": "ra", "world_facts": "wf", NEIGHBOUR: NEIGHBOUR}
+NEIGHBOUR_KEYS = tuple(f"{NEIGHBOUR}_{k}" for k in ("Q_A_Prob", "Q_A_PARA_Prob", "Q_A_PERT_Prob", "Q_A_ROUGE",
+                                                     "rouge1_recall", "rougeL_f1", "Truth_Ratio"))
 MIA_KEYS = ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus")
 
 
@@ -335,13 +342,15 @@ def validate_splits(splits: Mapping[str, Sequence[dict]]) -> dict[str, list[dict
     wrong options in every item (open-unlearning stacks them into one array).
     """
     out = {name: list(splits.get(name) or []) for name in (*GENERATED_SPLITS, "holdout")}
+    if splits.get(NEIGHBOUR):
+        out[NEIGHBOUR] = list(splits[NEIGHBOUR])
     for name in GENERATED_SPLITS:
         if not out[name]:
             raise ValueError(f"split {name!r} is missing or empty; the suite needs {list(GENERATED_SPLITS)}")
     for name, records in out.items():
         n_perturbed = None
         for i, rec in enumerate(records):
-            for key in ("question", "answer") + (("paraphrased_answer",) if name in QA_SPLITS else ()):
+            for key in ("question", "answer") + (("paraphrased_answer",) if name in PARAPHRASED_SPLITS else ()):
                 if not isinstance(rec.get(key), str):
                     raise ValueError(f"{name}[{i}] needs a string {key!r}")
             if name == "holdout":
@@ -449,7 +458,7 @@ def evaluate(
 
     ``splits``: :meth:`Benchmark.splits` (or the Benchmark itself) — ``forget``, ``retain``,
     ``real_authors``, ``world_facts`` and ``holdout`` (if empty, the MIA keys and ``privleak``
-    are None). ``retain_reference``: the retain model's result (see
+    are None), and optionally ``neighbour`` (the ``neighbour_*`` keys; None without it). ``retain_reference``: the retain model's result (see
     :func:`load_retain_reference`); without it ``forget_quality`` is None and ``privleak`` uses
     open-unlearning's default reference AUC 0.5. With ``out_dir`` writes ``summary.json``
     (everything but ``per_item``) and ``per_item.json`` (generations, per-item probabilities,
@@ -472,15 +481,22 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        seqs, where = _score_requests(tokenizer, data)
-        scores = score_sequences(model, seqs, pad_id(tokenizer), batch_size=batch_size, bf16=bf16, progress=progress)
-        questions = [(name, i) for name in GENERATED_SPLITS for i in range(len(data[name]))]
-        generations = generate_answers(model, tokenizer, [data[n][i]["question"] for n, i in questions],
-                                       max_new_tokens=max_new_tokens, batch_size=batch_size, bf16=bf16,
-                                       progress=progress)
+        per_item = {"splits": {}}
+        # the suite's splits, then the neighbour split in calls of its own (same batches as without it)
+        for part, names in (("suite", GENERATED_SPLITS), (NEIGHBOUR, (NEIGHBOUR,))):
+            chunk = {name: data[name] for name in data if name in names or (part == "suite" and name == "holdout")}
+            if not any(chunk.values()):
+                continue
+            seqs, where = _score_requests(tokenizer, chunk)
+            scores = score_sequences(model, seqs, pad_id(tokenizer), batch_size=batch_size, bf16=bf16,
+                                     progress=progress)
+            questions = [(name, i) for name in names for i in range(len(chunk[name]))]
+            generations = generate_answers(model, tokenizer, [chunk[n][i]["question"] for n, i in questions],
+                                           max_new_tokens=max_new_tokens, batch_size=batch_size, bf16=bf16,
+                                           progress=progress)
+            per_item["splits"].update(_per_item(tokenizer, chunk, scores, where, dict(zip(questions, generations)))["splits"])
     finally:
         model.train(was_training)
-    per_item = _per_item(tokenizer, data, scores, where, dict(zip(questions, generations)))
     per_item.update(forget_split=forget_split, forget_hash=fhash,
                     settings={"max_new_tokens": max_new_tokens, "batch_size": batch_size, "bf16": bf16})
     summary = _summarise(per_item, ref)
@@ -508,7 +524,7 @@ def _score_requests(tokenizer: Any, data: dict[str, list[dict]]) -> tuple[list[d
     for name, records in data.items():
         for i, rec in enumerate(records):
             where[name, i, "answer"] = add(rec["question"], rec["answer"])
-            if name in QA_SPLITS:
+            if name in PARAPHRASED_SPLITS:
                 where[name, i, "paraphrase"] = add(rec["question"], rec["paraphrased_answer"])
             if name != "holdout":
                 where[name, i, "perturbed"] = [add(rec["question"], w) for w in rec["perturbed_answer"]]
@@ -544,7 +560,7 @@ def _per_item(tokenizer: Any, data: dict[str, list[dict]], scores: list[Sequence
             row.update(generation=generation, **M.rouge_scores(generation, rec["answer"]))
             wrong = [scores[j].mean_logprob for j in where[name, i, "perturbed"]]
             row["perturbed_probs"] = [float(np.exp(w)) for w in wrong]
-            if name in QA_SPLITS:
+            if name in PARAPHRASED_SPLITS:
                 para = scores[where[name, i, "paraphrase"]].mean_logprob
                 row["paraphrase_prob"] = float(np.exp(para))
                 row["truth_ratio"] = M.truth_ratio(para, wrong)
@@ -566,10 +582,11 @@ def _summarise(per_item: dict[str, Any], ref: dict | None) -> dict[str, Any]:
     """open-unlearning's aggregate keys from per-item results (and the retain model's)."""
     sp = per_item["splits"]
     s: dict[str, Any] = {}
-    for name in GENERATED_SPLITS:
+    s.update(dict.fromkeys(NEIGHBOUR_KEYS))
+    for name in (*GENERATED_SPLITS, *((NEIGHBOUR,) if sp.get(NEIGHBOUR) else ())):
         rows, p = sp[name], PREFIX[name]
         s[f"{p}_Q_A_Prob"] = _mean([r["prob"] for r in rows])
-        if name in QA_SPLITS:
+        if name in PARAPHRASED_SPLITS:
             s[f"{p}_Q_A_PARA_Prob"] = _mean([r["paraphrase_prob"] for r in rows])
         else:
             s[f"{p}_Q_A_Prob_normalised"] = _mean([r["prob_normalised"] for r in rows])

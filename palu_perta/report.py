@@ -6,13 +6,25 @@
 From the results store (:mod:`palu_perta.store`) it computes, with :mod:`palu_perta.stats`:
 
 - per evaluated point: forget ROUGE-L, model utility and the forget truth ratio with 95 % bootstrap
-  intervals over items, and forget quality with the next attainable values of its KS lattice;
+  intervals over items, and forget quality with the next attainable values of its KS lattice; retain
+  ROUGE-L and, where the results have them, the *neighbour* metrics (retain-author questions whose answers
+  share a fact with a forget answer: ROUGE-L, probability, truth ratio), also with item intervals;
 - per method and point of its strength axis (epoch, or lambda as a multiple of lambda*): the mean over
   seeds with a Student-t interval;
 - two tables: each method's best forget-quality point, as the papers report it, and each method at
   *matched forgetting*: model utility interpolated along its curve at the point where its forget ROUGE-L
-  first comes down to the retain model's (a model that never saw the forget authors);
-- the trade-off figure: forget ROUGE-L against model utility, one curve per method, seed intervals as bars.
+  first comes down to the retain model's (a model that never saw the forget authors), with retain and
+  neighbour ROUGE-L there;
+- *collateral damage* at matched forgetting (:func:`collateral_damage`): per item, the method's value there
+  minus the retain model's on the same item, with a paired bootstrap over items and a verdict
+  ("loses", "gains", "cannot tell"); skipped when the results have no neighbour items;
+- the trade-off figure: forget ROUGE-L against model utility, one curve per method, seed intervals as bars;
+  with neighbour items a second one, forget ROUGE-L against neighbour ROUGE-L.
+
+Every metric of the neighbour and retain groups is read "higher: more kept" (the truth ratio as
+open-unlearning's true-better score ``max(0, 1 - tr)``), so a difference method minus reference below 0 is
+damage. Results written before the neighbour split existed give NaN there, "-" in the tables, and no
+collateral-damage section or neighbour figure.
 """
 
 from __future__ import annotations
@@ -34,6 +46,19 @@ RESAMPLES = 1000  # bootstrap resamples per interval: the 2.5 % quantile moves b
 UTILITY_COLUMNS = {"retain": ("prob", "rougeL_recall", "truth_ratio"),
                    "real_authors": ("prob_normalised", "rougeL_recall", "truth_ratio"),
                    "world_facts": ("prob_normalised", "rougeL_recall", "truth_ratio")}
+NEIGHBOUR = "neighbour"  # retain-author questions sharing a fact with a forget answer (trained on, to be kept)
+# the neighbour metric group of points(): column -> per-item column it aggregates (truth ratio: true-better form)
+NEIGHBOUR_METRICS = {"neighbour_rouge": "rougeL_recall", "neighbour_prob": "prob",
+                     "neighbour_truth_ratio": "truth_ratio"}
+# carried along a method's curve to matched forgetting (interpolated with model utility's share)
+MATCHED_COLUMNS = ("model_utility", "forget_quality", "retain_rouge", *NEIGHBOUR_METRICS)
+# (split, per-item column) pairs of the collateral-damage table
+COLLATERAL_CHECKS = ((NEIGHBOUR, "rougeL_recall"), (NEIGHBOUR, "prob"), (NEIGHBOUR, "truth_ratio"),
+                     ("retain", "rougeL_recall"), ("retain", "prob"))
+COLLATERAL_COLUMNS = ("setting", "forget_split", "label", "kind", "split", "metric", "reference", "difference",
+                      "difference_low", "difference_high", "items", "seeds", "seeds_not_reached", "seeds_total",
+                      "verdict")
+METRIC_NAMES = {"rougeL_recall": "ROUGE-L", "prob": "probability", "truth_ratio": "truth ratio (true-better)"}
 
 
 def _utility(columns: dict[str, np.ndarray]) -> float:
@@ -51,12 +76,37 @@ def _forget_tr(values: np.ndarray, axis: int | None = None) -> np.ndarray:
     return np.mean(np.minimum(values, 1.0 / (values + 1e-10)), axis=axis)
 
 
+def _true_better(values: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """open-unlearning's retain-side truth ratio, ``mean(max(0, 1 - tr))``: higher when the truth is likelier."""
+    return np.mean(np.maximum(0.0, 1.0 - values), axis=axis)
+
+
+def item_scores(values: np.ndarray | pd.Series, column: str) -> np.ndarray:
+    """Per-item values in their "higher: more kept" form: a truth ratio becomes ``max(0, 1 - tr)`` (its mean is
+    the summary's ``*_Truth_Ratio``), any other column is returned as it is."""
+    values = np.asarray(values, dtype=float)
+    return np.maximum(0.0, 1.0 - values) if column == "truth_ratio" else values
+
+
+def _nan_interval() -> stats.Interval:
+    return stats.Interval(float("nan"), float("nan"), float("nan"), LEVEL, 0)
+
+
+def _item_interval(values: pd.Series | None, statistic: Any = np.mean, seed: int = 0) -> stats.Interval:
+    """Bootstrap interval over items, or all-NaN when there are no (non-NaN) values."""
+    if values is None or not np.isfinite(np.asarray(values, dtype=float)).any():
+        return _nan_interval()
+    return stats.bootstrap_ci(values, statistic, level=LEVEL, n_resamples=RESAMPLES, seed=seed)
+
+
 def point_intervals(items: pd.DataFrame, retain_forget_tr: np.ndarray, seed: int = 0) -> dict[str, Any]:
     """Intervals of one evaluated point from its item rows (one row per split x item).
 
-    Returns ``forget_rouge``, ``model_utility``, ``forget_truth_ratio`` and ``forget_quality`` as
-    :class:`~palu_perta.stats.Interval`, and ``fq_steps``: the attainable forget-quality values just
-    below and above the observed one for these item counts."""
+    Returns ``forget_rouge``, ``model_utility``, ``forget_truth_ratio``, ``forget_quality``, ``retain_rouge``
+    and the neighbour group (``neighbour_rouge``, ``neighbour_prob``, ``neighbour_truth_ratio``: true-better
+    form; all-NaN intervals when the point has no neighbour items) as :class:`~palu_perta.stats.Interval`, and
+    ``fq_steps``: the attainable forget-quality values just below and above the observed one for these item
+    counts."""
     by_split = {split: frame.sort_values("index") for split, frame in items.groupby("split")}
     forget = by_split["forget"]
     groups = {split: {f"{split}:{name}": by_split[split][name].to_numpy(float) for name in names}
@@ -71,13 +121,20 @@ def point_intervals(items: pd.DataFrame, retain_forget_tr: np.ndarray, seed: int
                                                  n_resamples=RESAMPLES, seed=seed),
         "forget_quality": fq,
         "fq_steps": stats.next_attainable(fq.estimate, len(forget), len(retain_forget_tr)),
+        "retain_rouge": _item_interval(by_split["retain"]["rougeL_recall"], seed=seed),
+        **{name: _item_interval(None if NEIGHBOUR not in by_split else by_split[NEIGHBOUR][column],
+                                _true_better if column == "truth_ratio" else np.mean, seed=seed)
+           for name, column in NEIGHBOUR_METRICS.items()},
     }
 
 
 def points(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per cell x evaluated point: identity (setting, split, label, method, seed, ``x``: the epoch,
-    the lambda multiple, or 0 for a reference model), the summary's metrics, and item-bootstrap intervals
-    (``<metric>_low`` / ``_high``); ``fq_below`` / ``fq_above``: the neighbouring attainable FQ values."""
+    the lambda multiple, or 0 for a reference model; ``cell`` and ``point``: the keys of its item rows), the
+    summary's metrics, and item-bootstrap intervals (``<metric>_low`` / ``_high``); ``fq_below`` /
+    ``fq_above``: the neighbouring attainable FQ values. The neighbour group (``neighbour_rouge``,
+    ``neighbour_prob``, ``neighbour_truth_ratio`` as ``mean(max(0, 1 - tr))``) is computed from the point's
+    neighbour items (the summary's ``neighbour_*`` keys up to rounding); NaN when it has none."""
     cells = tables["cells"].set_index("id")
     items = {key: frame for key, frame in tables["items"].groupby(["cell", "point"])}
     rows = []
@@ -92,8 +149,12 @@ def points(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
                    "kind": cell["kind"], "seed": int(cell["seed"]), "x": float(x), "lambda": summary["lambda"],
                    "forget_quality": summary["forget_quality"], "model_utility": summary["model_utility"],
                    "forget_rouge": summary["forget_Q_A_ROUGE"], "forget_truth_ratio": summary["forget_truth_ratio"],
-                   "retain_rouge": summary["retain_Q_A_ROUGE"], "n_forget": len(retain_tr)}
-            for name in ("forget_rouge", "model_utility", "forget_truth_ratio", "forget_quality"):
+                   "retain_rouge": summary["retain_Q_A_ROUGE"], "n_forget": len(retain_tr),
+                   "cell": summary["cell"], "point": summary["point"]}
+            for name in NEIGHBOUR_METRICS:
+                row[name] = intervals[name].estimate
+            for name in ("forget_rouge", "model_utility", "forget_truth_ratio", "forget_quality", "retain_rouge",
+                         *NEIGHBOUR_METRICS):
                 row[f"{name}_low"], row[f"{name}_high"] = intervals[name].low, intervals[name].high
             row["fq_below"], row["fq_above"] = intervals["fq_steps"]
             rows.append(row)
@@ -102,17 +163,23 @@ def points(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def seed_mean(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """Mean over seeds of ``columns`` per (setting, split, label, x), with Student-t intervals
-    (``<column>_seed_low`` / ``_seed_high``; NaN with one seed) and the number of seeds."""
+    (``<column>_seed_low`` / ``_seed_high``; NaN with one seed, all NaN where no seed has the column, e.g.
+    neighbour metrics of old results) and the number of seeds."""
     rows = []
     for key, group in frame.groupby(["setting", "forget_split", "label", "kind", "x"], dropna=False):
         row = dict(zip(["setting", "forget_split", "label", "kind", "x"], key))
         row["seeds"] = len(group)
         for column in columns:
-            interval = stats.seed_interval(group[column].to_numpy(float), level=LEVEL)
+            interval = _seed_interval(group[column].to_numpy(float))
             row[column], row[f"{column}_seed_low"], row[f"{column}_seed_high"] = (interval.estimate, interval.low,
                                                                                   interval.high)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _seed_interval(values: np.ndarray) -> stats.Interval:
+    """:func:`stats.seed_interval` over the non-NaN values; all-NaN when there are none."""
+    return stats.seed_interval(values, level=LEVEL) if np.isfinite(values).any() else _nan_interval()
 
 
 def _fmt(estimate: float, low: float, high: float, digits: int = 3) -> str:
@@ -135,8 +202,16 @@ def best_fq(frame: pd.DataFrame) -> pd.DataFrame:
 def at_matched_forgetting(frame: pd.DataFrame) -> pd.DataFrame:
     """Each method at matched forgetting, per seed: walking its curve from the target model (x = 0) along
     its strength axis, the first point where forget ROUGE-L comes down to the retain model's; model utility
-    and forget quality there are interpolated linearly in forget ROUGE-L between the two points around the
-    crossing. ``reached`` is False (values NaN) when the curve never gets there. One row per seed."""
+    and forget quality there (and retain ROUGE-L and the neighbour metrics, where ``frame`` has them) are
+    interpolated linearly in forget ROUGE-L between the two points around the crossing. ``reached`` is False
+    (values NaN) when the curve never gets there. One row per seed.
+
+    ``share`` is the interpolation share, the value there being ``before + share * (after - before)``; the
+    two points are ``x_before`` / ``x_after`` and, when ``frame`` has ``cell`` and ``point`` (as
+    :func:`points` gives it), ``cell_before`` / ``point_before`` / ``cell_after`` / ``point_after`` name
+    their item rows (``before`` is the target model's when the first step already crosses)."""
+    carried = [column for column in MATCHED_COLUMNS if column in frame.columns]
+    keyed = "cell" in frame.columns and "point" in frame.columns
     rows = []
     for (setting, split), group in frame.groupby(["setting", "forget_split"]):
         retain = group[group["method"] == "retain"].iloc[0]
@@ -146,18 +221,23 @@ def at_matched_forgetting(frame: pd.DataFrame) -> pd.DataFrame:
             curve = curve.sort_values("x")
             xs = [0.0, *curve["x"]]
             rouge = [target["forget_rouge"], *curve["forget_rouge"]]
-            mu = [target["model_utility"], *curve["model_utility"]]
-            fq = [target["forget_quality"], *curve["forget_quality"]]
+            values = {column: [target[column], *curve[column]] for column in carried}
+            keys = [(target["cell"], target["point"]), *zip(curve["cell"], curve["point"])] if keyed else None
             row = {"setting": setting, "forget_split": split, "label": label, "kind": kind, "seed": seed,
-                   "threshold": threshold, "reached": False, "x": np.nan, "model_utility": np.nan,
-                   "forget_quality": np.nan}
+                   "threshold": threshold, "reached": False, "x": np.nan, **dict.fromkeys(carried, np.nan),
+                   "share": np.nan, "x_before": np.nan, "x_after": np.nan}
+            if keyed:
+                row.update(cell_before=None, point_before=None, cell_after=None, point_after=None)
             for i in range(1, len(xs)):
                 if rouge[i] <= threshold:
                     share = 1.0 if rouge[i - 1] == rouge[i] else (rouge[i - 1] - threshold) / (rouge[i - 1] - rouge[i])
                     share = min(1.0, max(0.0, share))
-                    row.update(reached=True, x=xs[i - 1] + share * (xs[i] - xs[i - 1]),
-                               model_utility=mu[i - 1] + share * (mu[i] - mu[i - 1]),
-                               forget_quality=fq[i - 1] + share * (fq[i] - fq[i - 1]))
+                    row.update(reached=True, x=xs[i - 1] + share * (xs[i] - xs[i - 1]), share=share,
+                               x_before=xs[i - 1], x_after=xs[i],
+                               **{column: v[i - 1] + share * (v[i] - v[i - 1]) for column, v in values.items()})
+                    if keyed:
+                        row.update(cell_before=keys[i - 1][0], point_before=keys[i - 1][1], cell_after=keys[i][0],
+                                   point_after=keys[i][1])
                     break
             rows.append(row)
     return pd.DataFrame(rows)
@@ -165,25 +245,120 @@ def at_matched_forgetting(frame: pd.DataFrame) -> pd.DataFrame:
 
 def matched_summary(matched: pd.DataFrame) -> pd.DataFrame:
     """:func:`at_matched_forgetting` over seeds: how many seeds reached the retain model's forget ROUGE-L,
-    and the mean model utility there with its Student-t interval over those seeds."""
+    and the mean model utility there with its Student-t interval over those seeds; likewise the point on the
+    strength axis (``x``), retain ROUGE-L and the neighbour metrics (NaN where the results have none)."""
+    columns = ["model_utility", "x", *(c for c in ("retain_rouge", *NEIGHBOUR_METRICS) if c in matched.columns)]
     rows = []
     for key, group in matched.groupby(["setting", "forget_split", "label", "kind"]):
         reached = group[group["reached"]]
         row = dict(zip(["setting", "forget_split", "label", "kind"], key))
         row.update(seeds=len(group), reached=len(reached))
-        for column in ("model_utility", "x"):
-            if len(reached):
-                interval = stats.seed_interval(reached[column].to_numpy(float), level=LEVEL)
-                row[column], row[f"{column}_seed_low"], row[f"{column}_seed_high"] = (interval.estimate, interval.low,
-                                                                                      interval.high)
-            else:
-                row[column] = row[f"{column}_seed_low"] = row[f"{column}_seed_high"] = np.nan
+        for column in columns:
+            interval = _seed_interval(reached[column].to_numpy(float))
+            row[column], row[f"{column}_seed_low"], row[f"{column}_seed_high"] = (interval.estimate, interval.low,
+                                                                                  interval.high)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def tables_markdown(name: str, frame: pd.DataFrame, best: pd.DataFrame, matched: pd.DataFrame) -> str:
-    """Both tables as markdown, with what every interval is."""
+def damage_verdict(interval: stats.Interval) -> str:
+    """Read the interval of (method - reference) on a "higher: more kept" metric: "loses" when it lies
+    entirely below 0, "gains" when entirely above, else "cannot tell" (an interval containing 0 is not
+    evidence of "no loss"); "not reached" when there is no interval (no seed reached matched forgetting)."""
+    if interval.estimate != interval.estimate:
+        return "not reached"
+    return {"holds": "gains", "fails": "loses"}.get(stats.verdict(interval, better="higher"), "cannot tell")
+
+
+def claim_verdict(interval: stats.Interval, better: str, margin: float = 0.0) -> str:
+    """The interval of a difference (method minus baseline) read as the claim "the method is better":
+    "holds", "fails" or "cannot tell at this size" (:func:`palu_perta.stats.verdict`, with its wording for
+    an interval that overlaps ``[-margin, margin]``: more items or seeds might decide it)."""
+    result = stats.verdict(interval, better=better, margin=margin)
+    return "cannot tell at this size" if result == "cannot tell" else result
+
+
+def collateral_damage(tables: dict[str, pd.DataFrame], frame: pd.DataFrame | None = None, split: str = NEIGHBOUR,
+                      column: str = "rougeL_recall", reference: str = "retain") -> pd.DataFrame:
+    """Damage to knowledge the model must keep, per method at matched forgetting, paired over items.
+
+    For each method and seed reaching matched forgetting (:func:`at_matched_forgetting` on ``frame``, the
+    output of :func:`points`, computed when not given): each item's ``column`` on ``split`` is interpolated
+    between the two evaluated points around the crossing with the same share as model utility there
+    (``before + share * (after - before)``); these are averaged over the seeds, item by item, and compared
+    with the ``reference`` model's value on the same item (``"retain"``, which never saw the forget authors:
+    the ideal; or ``"target"``): ``difference`` = mean over items of (method - reference), with a 95 % paired
+    percentile bootstrap over items (:func:`palu_perta.stats.paired_difference`; seed-to-seed spread is
+    averaged away, not included). A truth ratio is first made open-unlearning's true-better score
+    ``max(0, 1 - tr)`` per item, so for every column *higher is more kept* and **a negative difference is
+    damage**. ``verdict``: :func:`damage_verdict` ("no items" when the seeds that reached it were evaluated
+    without ``split`` around the crossing). ``seeds``: the seeds used, ``seeds_not_reached``: those left out
+    because their curve never reached matched forgetting, ``seeds_total``: all of them.
+
+    One row per (setting, forget split, method); an empty frame (columns :data:`COLLATERAL_COLUMNS`) when
+    the results have no ``split`` items (e.g. old results without the neighbour split)."""
+    items = tables["items"]
+    if (items.empty or "split" not in items.columns or column not in items.columns
+            or not (items["split"] == split).any()):
+        return pd.DataFrame(columns=list(COLLATERAL_COLUMNS))
+    if reference not in ("retain", "target"):
+        raise ValueError(f"reference must be 'retain' or 'target', got {reference!r}")
+    items = items[items["split"] == split]
+    values = {key: pd.Series(item_scores(group[column], column), index=group["index"].to_numpy()).sort_index()
+              for key, group in items.groupby(["cell", "point"])}
+    frame = points(tables) if frame is None else frame
+    matched = at_matched_forgetting(frame)
+    rows = []
+    for (setting, forget_split), group in matched.groupby(["setting", "forget_split"]):
+        ref_rows = frame[(frame["setting"] == setting) & (frame["forget_split"] == forget_split)
+                         & (frame["method"] == reference) & (frame["kind"] == "reference")]
+        ref_values = values.get((ref_rows["cell"].iloc[0], ref_rows["point"].iloc[0])) if len(ref_rows) else None
+        if ref_values is None:
+            continue  # the reference model was not evaluated on this split: nothing to compare with
+        for (label, kind), seeds in group.groupby(["label", "kind"]):
+            per_seed = {}
+            for _, r in seeds[seeds["reached"]].iterrows():
+                before = values.get((r["cell_before"], r["point_before"]))
+                after = values.get((r["cell_after"], r["point_after"]))
+                if before is not None and after is not None:
+                    per_seed[r["seed"]] = before + r["share"] * (after - before)
+            row = {"setting": setting, "forget_split": forget_split, "label": label, "kind": kind, "split": split,
+                   "metric": column, "reference": reference, "items": 0, "seeds": len(per_seed),
+                   "seeds_not_reached": int((~seeds["reached"].astype(bool)).sum()), "seeds_total": len(seeds)}
+            interval = _nan_interval()
+            if per_seed:
+                method_values = pd.concat(per_seed, axis=1).mean(axis=1)  # mean over seeds, per item
+                method_values, ref_aligned = method_values.align(ref_values, join="inner")
+                if np.isfinite(method_values.to_numpy() - ref_aligned.to_numpy()).any():
+                    interval = stats.paired_difference(method_values.to_numpy(), ref_aligned.to_numpy(), level=LEVEL,
+                                                       n_resamples=RESAMPLES, seed=0)
+            row.update(difference=interval.estimate, difference_low=interval.low, difference_high=interval.high,
+                       items=interval.n, verdict=damage_verdict(interval))
+            if not per_seed and seeds["reached"].any():
+                row["verdict"] = "no items"  # it reached matched forgetting, at points evaluated without the split
+            rows.append(row)
+    return pd.DataFrame(rows, columns=list(COLLATERAL_COLUMNS))
+
+
+def collateral_table(tables: dict[str, pd.DataFrame], frame: pd.DataFrame | None = None,
+                     reference: str = "retain") -> pd.DataFrame:
+    """:func:`collateral_damage` for every check of :data:`COLLATERAL_CHECKS` (neighbour ROUGE-L, probability
+    and truth ratio; retain ROUGE-L and probability), one frame sorted by method, the checks in that order
+    within a method; checks on absent splits give no rows."""
+    frame = points(tables) if frame is None else frame
+    parts = [collateral_damage(tables, frame, split, column, reference) for split, column in COLLATERAL_CHECKS]
+    parts = [part for part in parts if len(part)]
+    if not parts:
+        return pd.DataFrame(columns=list(COLLATERAL_COLUMNS))
+    table = pd.concat(parts, ignore_index=True)
+    return table.sort_values(["setting", "forget_split", "label"], kind="stable").reset_index(drop=True)
+
+
+def tables_markdown(name: str, frame: pd.DataFrame, best: pd.DataFrame, matched: pd.DataFrame,
+                    collateral: pd.DataFrame | None = None) -> str:
+    """The tables as markdown, with what every interval is: best forget quality, matched forgetting (with
+    neighbour and retain ROUGE-L there) and, when ``collateral`` (:func:`collateral_table`) has neighbour
+    rows, collateral damage at matched forgetting; without neighbour items that section says so in one line."""
     refs = frame[frame["kind"] == "reference"]
     seeds = sorted(frame.loc[frame["kind"] != "reference", "seed"].unique())
     n_forget = int(frame["n_forget"].iloc[0])
@@ -203,26 +378,73 @@ def tables_markdown(name: str, frame: pd.DataFrame, best: pd.DataFrame, matched:
                      f"{_fmt(r['model_utility'], r['model_utility_seed_low'], r['model_utility_seed_high'])} | "
                      f"{_fmt(r['forget_rouge'], r['forget_rouge_seed_low'], r['forget_rouge_seed_high'])} |")
     lines += ["", "## At matched forgetting (forget ROUGE-L down to the retain model's)", "",
-              "| setting | split | method | seeds reaching it | MU there | where (epoch or x lambda*) |",
-              "|---|---|---|---|---|---|"]
+              "| setting | split | method | seeds reaching it | MU there | neighbour ROUGE-L | retain ROUGE-L | "
+              "where (epoch or x lambda*) |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in refs.iterrows():
+        lines.append(f"| {r['setting']} | {r['forget_split']} | {r['label']} model | - | "
+                     f"{_fmt(r['model_utility'], r['model_utility_low'], r['model_utility_high'])} | "
+                     f"{_fmt(r['neighbour_rouge'], r['neighbour_rouge_low'], r['neighbour_rouge_high'])} | "
+                     f"{_fmt(r['retain_rouge'], r['retain_rouge_low'], r['retain_rouge_high'])} | - |")
     for _, r in matched.iterrows():
         lines.append(f"| {r['setting']} | {r['forget_split']} | {r['label']} | {r['reached']} of {r['seeds']} | "
                      f"{_fmt(r['model_utility'], r['model_utility_seed_low'], r['model_utility_seed_high'])} | "
+                     f"{_cell(r, 'neighbour_rouge')} | {_cell(r, 'retain_rouge')} | "
                      f"{_fmt(r['x'], r['x_seed_low'], r['x_seed_high'], 2)} |")
+    lines += ["", "## Collateral damage at matched forgetting", ""]
+    neighbour = collateral is not None and len(collateral) and (collateral["split"] == NEIGHBOUR).any()
+    if not neighbour:
+        lines.append("No neighbour items in these results (evaluated before the neighbour split existed): "
+                     "no collateral-damage table.")
+        return "\n".join(lines) + "\n"
+    reference = str(collateral["reference"].iloc[0])
+    lines += ["Per item: the method's value at matched forgetting (interpolated between the two evaluated points "
+              f"around the crossing, averaged over the seeds reaching it) minus the {reference} model's on the same "
+              "item (the retain model never saw the forget authors). Every metric reads higher = more kept "
+              "(truth ratio: max(0, 1 - tr)), so **negative = damage**. Interval: 95 %, paired bootstrap over "
+              "items (seed-to-seed spread not included). Verdict: *loses* when the interval is entirely below 0, "
+              "*gains* when entirely above, *cannot tell* when it contains 0 (which is not evidence of no loss).", "",
+              f"| setting | split | method | evaluated on | metric | method - {reference} model | items | seeds | "
+              "verdict |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for _, r in collateral.iterrows():
+        lines.append(f"| {r['setting']} | {r['forget_split']} | {r['label']} | {r['split']} | "
+                     f"{METRIC_NAMES.get(r['metric'], r['metric'])} | "
+                     f"{_fmt(r['difference'], r['difference_low'], r['difference_high'])} | {r['items']} | "
+                     f"{r['seeds']} of {r['seeds_total']} | {r['verdict']} |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(row: pd.Series, column: str) -> str:
+    """A table cell of a seed mean with its interval, "-" where the column is missing or NaN."""
+    if column not in row.index:
+        return "-"
+    return _fmt(row[column], row[f"{column}_seed_low"], row[f"{column}_seed_high"])
 
 
 def tradeoff_figure(frame: pd.DataFrame, path: Path) -> Path:
     """Forget ROUGE-L (x) against model utility (y): each method's curve along its strength axis (mean over
     seeds, bars: seed intervals), the target and retain models as markers, the retain model's forget ROUGE-L
     as a dashed line (matched forgetting). One panel per setting and split."""
+    return _curves_figure(frame, path, "model_utility", "model utility (higher: more kept)",
+                          "Forgetting against utility along each method's strength axis (epochs / lambda)")
+
+
+def neighbour_figure(frame: pd.DataFrame, path: Path) -> Path:
+    """As :func:`tradeoff_figure`, with neighbour ROUGE-L (retain-author answers sharing a fact with a forget
+    answer) in place of model utility: what forgetting costs on the knowledge closest to it."""
+    return _curves_figure(frame, path, "neighbour_rouge", "neighbour ROUGE-L (higher: more kept)",
+                          "Forgetting against neighbour knowledge along each method's strength axis")
+
+
+def _curves_figure(frame: pd.DataFrame, path: Path, y: str, ylabel: str, title: str) -> Path:
+    """Forget ROUGE-L (x) against ``y``, one panel per setting and split (see :func:`tradeoff_figure`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    means = seed_mean(frame, ["forget_rouge", "model_utility"])
+    means = seed_mean(frame, ["forget_rouge", y])
     panels = list(means.groupby(["setting", "forget_split"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
     labels = sorted(means.loc[means["kind"] != "reference", "label"].unique())
@@ -234,25 +456,23 @@ def tradeoff_figure(frame: pd.DataFrame, path: Path) -> Path:
             if curve.empty:
                 continue
             xs = [refs.loc["target", "forget_rouge"], *curve["forget_rouge"]]
-            ys = [refs.loc["target", "model_utility"], *curve["model_utility"]]
+            ys = [refs.loc["target", y], *curve[y]]
             ax.plot(xs, ys, "-o", color=colours[label], ms=4, label=f"{label} ({int(curve['seeds'].max())} seeds)")
-            err = curve.dropna(subset=["model_utility_seed_low"])
+            err = curve.dropna(subset=[f"{y}_seed_low"])
             if len(err):
-                ax.errorbar(err["forget_rouge"], err["model_utility"],
+                ax.errorbar(err["forget_rouge"], err[y],
                             xerr=[err["forget_rouge"] - err["forget_rouge_seed_low"],
                                   err["forget_rouge_seed_high"] - err["forget_rouge"]],
-                            yerr=[err["model_utility"] - err["model_utility_seed_low"],
-                                  err["model_utility_seed_high"] - err["model_utility"]],
+                            yerr=[err[y] - err[f"{y}_seed_low"], err[f"{y}_seed_high"] - err[y]],
                             fmt="none", ecolor=colours[label], alpha=0.5, capsize=2)
         for name, marker in (("target", "s"), ("retain", "*")):
-            ax.plot(refs.loc[name, "forget_rouge"], refs.loc[name, "model_utility"], marker, color="black", ms=10,
+            ax.plot(refs.loc[name, "forget_rouge"], refs.loc[name, y], marker, color="black", ms=10,
                     label=f"{name} model")
         ax.axvline(refs.loc["retain", "forget_rouge"], color="grey", ls="--", lw=1)
-        ax.set(title=f"{setting}, {split}", xlabel="forget ROUGE-L (lower: more forgotten)",
-               ylabel="model utility (higher: more kept)")
+        ax.set(title=f"{setting}, {split}", xlabel="forget ROUGE-L (lower: more forgotten)", ylabel=ylabel)
         ax.invert_xaxis()
     axes[0][-1].legend(fontsize=8, loc="best")
-    fig.suptitle("Forgetting against utility along each method's strength axis (epochs / lambda)")
+    fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -264,7 +484,8 @@ def tradeoff_figure(frame: pd.DataFrame, path: Path) -> Path:
 
 def build(name: str, root: Path | None = None, out: Path | None = None) -> list[Path]:
     """The tables (markdown and the per-point CSV) and the trade-off figure of study ``name``, written to
-    ``out`` (default: ``figures/``) as ``study_<name>*``. Returns the paths written."""
+    ``out`` (default: ``figures/``) as ``study_<name>*``; with neighbour items also the neighbour figure
+    ``study_<name>_neighbour.png``. Returns the paths written."""
     from .artifacts import atomic_write_text
 
     directory = Path(root or store.results_root()) / name
@@ -274,9 +495,12 @@ def build(name: str, root: Path | None = None, out: Path | None = None) -> list[
     frame = points(tables)
     out = Path(out or figures_dir())
     best, matched = best_fq(frame), matched_summary(at_matched_forgetting(frame))
-    paths = [atomic_write_text(out / f"study_{name}.md", tables_markdown(name, frame, best, matched)),
+    collateral = collateral_table(tables, frame)
+    paths = [atomic_write_text(out / f"study_{name}.md", tables_markdown(name, frame, best, matched, collateral)),
              atomic_write_text(out / f"study_{name}_points.csv", frame.round(6).to_csv(index=False)),
              tradeoff_figure(frame, out / f"study_{name}_tradeoff.png")]
+    if frame["neighbour_rouge"].notna().any():
+        paths.append(neighbour_figure(frame, out / f"study_{name}_neighbour.png"))
     return paths
 
 

@@ -38,7 +38,7 @@ def report_figures() -> set[str]:
     """Names ``palu_perta.report`` gives the figures of the committed studies (``make figures``)."""
     results = ROOT / "results"
     studies = [p.name for p in results.iterdir() if p.is_dir() and any(p.glob("*.jsonl"))] if results.is_dir() else []
-    return {f"study_{name}_tradeoff" for name in studies}
+    return {f"study_{name}_{figure}" for name in studies for figure in ("tradeoff", "neighbour")}
 
 
 def test_readme_figures_are_the_notebooks_figures():

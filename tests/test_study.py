@@ -217,8 +217,10 @@ def test_report_rebuilds_tables_and_figure_from_results(straight, tmp_path):
 
     paths = report.build(SMALL.name, straight, tmp_path)
     assert sorted(p.name for p in paths) == sorted([f"study_{SMALL.name}.md", f"study_{SMALL.name}_points.csv",
-                                                    f"study_{SMALL.name}_tradeoff.png"])
+                                                    f"study_{SMALL.name}_tradeoff.png",
+                                                    f"study_{SMALL.name}_neighbour.png"])  # smoke data has neighbours
     text = (tmp_path / f"study_{SMALL.name}.md").read_text()
+    assert "## Collateral damage at matched forgetting" in text
     assert "| synthetic | forget10 | ga | 1 |" in text  # one seed: the row says so
     points = report.points(store.load(study.study_dir(SMALL, straight)))
     assert len(points) == 2 + 3  # retain, target, ga after each of its 3 epochs

@@ -7,7 +7,11 @@ A :class:`Benchmark` holds every split a notebook needs, as lists of TOFU-format
 - ``retain``: the retain authors' QA pairs (trained on by both target and retain models);
 - ``retain_eval``: the evaluation subset of ``retain`` (with paraphrased/perturbed answers);
 - ``holdout``: authors no model was trained on (non-members for membership inference);
-- ``real_authors`` / ``world_facts``: general knowledge, ``perturbed_answer`` = 3 wrong options.
+- ``real_authors`` / ``world_facts``: general knowledge, ``perturbed_answer`` = 3 wrong options;
+- ``neighbour``: retain-author records (trained on, with paraphrased/perturbed answers) whose answer
+  states a fact that a forget answer states too (a birthplace, an award, a parent's profession), with
+  the shared facts in ``shared_facts``: what forgetting one author must not take from another
+  (:func:`neighbour_records`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class Benchmark:
     real_authors: list[dict]
     world_facts: list[dict]
     info: dict[str, Any] = field(default_factory=dict)
+    neighbour: list[dict] = field(default_factory=list)
 
     @property
     def full(self) -> list[dict]:
@@ -53,14 +58,18 @@ class Benchmark:
         return self.retain + self.forget
 
     def splits(self) -> dict[str, list[dict]]:
-        """The evaluation splits by name (as the metric suite expects them)."""
-        return {
+        """The evaluation splits by name (as the metric suite expects them); ``neighbour`` only when
+        some retain answer shares a fact with a forget answer."""
+        splits = {
             "forget": self.forget,
             "retain": self.retain_eval,
             "holdout": self.holdout,
             "real_authors": self.real_authors,
             "world_facts": self.world_facts,
         }
+        if self.neighbour:
+            splits["neighbour"] = self.neighbour
+        return splits
 
     def summary(self) -> dict[str, int]:
         """Number of records per split."""
@@ -129,6 +138,62 @@ def _check_disjoint(forget: list[dict], retain: list[dict]) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# neighbours: retain answers that share a fact with a forget answer
+
+# Sensitive spans that are not a fact one author can share with another: the gender words (half of
+# all authors "share" one) and anything with a digit (dates and years coincide by chance).
+GENERIC_FACTS = frozenset({"male", "female", "non-binary", "he", "she", "his", "her", "they"})
+_DIGIT = re.compile(r"\d")
+
+
+# A fact found in the answers of more than this share of a benchmark's authors is a word of the
+# benchmark's style, not a fact about an author: TOFU's GPT-4o span labels mark "narratives" (73 % of
+# the 200 authors), "writing style" (50 %) or "resilience" (28 %) as sensitive; at 5 % (10 authors) a
+# place, a title, an award or a profession stays ("Santiago", "Nebula Award", "lawyer": 3-5 %). Our
+# measurement on ../tofu's full.json; the synthetic spans are fields of a profile, all facts.
+MAX_AUTHOR_SHARE = 0.05
+
+
+def _fact_pattern(fact: str) -> re.Pattern:
+    return re.compile(rf"(?<!\w){re.escape(fact)}(?!\w)")
+
+
+def shared_facts(forget: list[dict], population: list[list[dict]] | None = None,
+                 max_author_share: float = MAX_AUTHOR_SHARE) -> list[str]:
+    """The facts of the forget answers that another author's answer can share: the texts of their
+    sensitive spans (``target_words``), without :data:`GENERIC_FACTS`, spans with a digit and spans under
+    3 characters; with ``population`` (every author's records, one list per author), also without the
+    spans found in the answers of more than ``max_author_share`` of those authors. Sorted, longest first."""
+    facts = {span["word"].strip() for rec in forget for span in rec.get("target_words") or []
+             if isinstance(span, dict) and isinstance(span.get("word"), str)}
+    facts = {f for f in facts if len(f) >= 3 and f.lower() not in GENERIC_FACTS and not _DIGIT.search(f)}
+    if population:
+        answers = ["\n".join(r["answer"] for r in author) for author in population]
+        limit = max_author_share * len(answers)
+        facts = {f for f in facts if sum(bool(_fact_pattern(f).search(a)) for a in answers) <= limit}
+    return sorted(facts, key=lambda f: (-len(f), f))
+
+
+def neighbour_records(forget: list[dict], candidates: list[dict], population: list[list[dict]] | None = None) -> list[dict]:
+    """The ``candidates`` (retain records with paraphrased and perturbed answers) whose answer contains,
+    as whole words and with the same case, a fact of :func:`shared_facts` (``population``: see there).
+    Each is a copy with ``shared_facts``: the facts it shares. A forget question is never a candidate."""
+    facts = shared_facts(forget, population)
+    if not facts:
+        return []
+    patterns = [(fact, _fact_pattern(fact)) for fact in facts]
+    forget_questions = {r["question"] for r in forget}
+    out = []
+    for rec in candidates:
+        if rec["question"] in forget_questions:
+            continue
+        found = [fact for fact, pattern in patterns if pattern.search(rec["answer"])]
+        if found:
+            out.append({**rec, "shared_facts": found})
+    return out
+
+
+# ---------------------------------------------------------------------------------------
 # synthetic
 
 
@@ -140,18 +205,28 @@ def synthetic_benchmark(
     n_world_facts: int | None = None,
     seed: int = 0,
     n_retain_eval_authors: int = 4,
+    neighbour_share: float = 0.0,
 ) -> Benchmark:
     """A synthetic mini-TOFU: ``n_authors`` trained authors (the last ones form the forget
     split, as in TOFU) and ``n_holdout_authors`` extra authors that no model sees.
 
     ``retain_eval`` is the first ``n_retain_eval_authors`` retain authors, as TOFU's
-    ``retain_perturbed`` is its first 20 authors: evaluation stays cheap as the data grows."""
+    ``retain_perturbed`` is its first 20 authors: evaluation stays cheap as the data grows.
+
+    ``neighbour``: every retain record that shares a fact with a forget answer (:func:`neighbour_records`).
+    The facts are drawn from small pools, so some are shared by chance (20 authors: 31 of the 180 retain
+    answers); ``neighbour_share`` > 0 makes that share of the retain authors take one fact group
+    (birthplace, award or a parent's profession) from a forget author on purpose
+    (:func:`~palu_perta.data.synthetic.share_facts`), which changes the data and so the fine-tuned models."""
     if n_holdout_authors < 0:
         raise ValueError(f"n_holdout_authors={n_holdout_authors} must be >= 0")
     n_forget = n_forget_authors(n_authors, forget_split)
     if n_forget >= n_authors:
         raise ValueError(f"n_authors={n_authors} leaves no retain author for {forget_split}; use n_authors >= 2")
     authors = synthetic.generate_authors(n_authors + n_holdout_authors, seed)
+    if neighbour_share:
+        authors = synthetic.share_facts(authors, retain=range(n_authors - n_forget),
+                                        forget=range(n_authors - n_forget, n_authors), share=neighbour_share, seed=seed)
     records = [synthetic.qa_pairs(a, authors, qa_per_author, seed) for a in authors]
     trained, holdout = records[:n_authors], records[n_authors:]
     retain = [r for author in trained[: n_authors - n_forget] for r in author]
@@ -167,7 +242,8 @@ def synthetic_benchmark(
         real_authors=general.real_authors()[:n_world_facts] if n_world_facts else general.real_authors(),
         world_facts=world,
         info={"n_authors": n_authors, "n_forget_authors": n_forget, "qa_per_author": qa_per_author, "seed": seed,
-              "authors": [a["name"] for a in authors]},
+              "authors": [a["name"] for a in authors], **({"neighbour_share": neighbour_share} if neighbour_share else {})},
+        neighbour=neighbour_records(forget, retain),
     )
 
 
@@ -327,6 +403,8 @@ def load_tofu(
         world_facts=world,
         info={"n_retain_authors": keep, "n_forget_authors": len(_group_by_author(forget)),
               "n_holdout_authors": len(_group_by_author(holdout)) if holdout else 0},
+        # only retain_perturbed has the paraphrased and perturbed answers a truth ratio needs
+        neighbour=neighbour_records(forget, retain_eval, population=retain_authors + _group_by_author(forget)),
     )
 
 
@@ -338,7 +416,8 @@ def load_benchmark(profile: Any, data: str | None = None) -> Benchmark:
     data = data or profile.data
     if data == "synthetic":
         return synthetic_benchmark(profile.n_authors, profile.qa_per_author, profile.forget_split,
-                                   profile.n_holdout_authors, profile.n_world_facts, profile.seed)
+                                   profile.n_holdout_authors, profile.n_world_facts, profile.seed,
+                                   neighbour_share=getattr(profile, "neighbour_share", 0.0))
     if data == "tofu":
         source: str | Path | None = default_tofu_dir() or TOFU_HUB_ID
     else:

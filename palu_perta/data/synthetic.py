@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 _FIRST = {
@@ -204,6 +205,39 @@ def generate_authors(n_authors: int, seed: int = 0) -> list[dict[str, str]]:
     rng = random.Random(seed)
     used: set[str] = set()
     return [_author(i, rng, used) for i in range(n_authors)]
+
+
+# The fact groups a retain author can take from a forget author (share_facts): what TOFU's profiles
+# have in common across authors too. (The synthetic authors have no publisher.)
+SHARED_FACT_GROUPS = (("city", "country"), ("award",), ("father_job",), ("mother_job",))
+
+
+def share_facts(authors: list[dict[str, str]], retain: Sequence[int], forget: Sequence[int], share: float,
+                seed: int = 0) -> list[dict[str, str]]:
+    """A copy of ``authors`` in which ``round(share * len(retain))`` of the retain authors (indices into
+    ``authors``) each take one fact group of :data:`SHARED_FACT_GROUPS` from a forget author: neighbours
+    whose answers forgetting may damage: a group they do not share already. Deterministic in ``seed``; a
+    parent's profession that would equal the other parent's is redrawn."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"neighbour_share={share} must be between 0 and 1")
+    retain, forget = list(retain), list(forget)
+    if share and not forget:
+        raise ValueError("neighbour_share needs at least one forget author to share facts with")
+    rng = random.Random(f"{seed}-share-facts")
+    out = [dict(a) for a in authors]
+    for index in sorted(rng.sample(retain, round(share * len(retain)))):
+        source = out[rng.choice(forget)]
+        # a group the two do not share already (each chosen author gains a shared fact)
+        fresh = [g for g in SHARED_FACT_GROUPS if any(out[index][f] != source[f] for f in g)]
+        if not fresh:
+            continue
+        fields = rng.choice(fresh)
+        for f in fields:
+            out[index][f] = source[f]
+        if out[index]["father_job"] == out[index]["mother_job"]:
+            other = "mother_job" if "father_job" in fields else "father_job"
+            out[index][other] = rng.choice(sorted(set(_JOBS) - {out[index][other]}))
+    return out
 
 
 def qa_pairs(author: dict[str, str], all_authors: list[dict[str, str]], qa_per_author: int, seed: int = 0) -> list[dict]:
