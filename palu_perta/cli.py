@@ -8,6 +8,8 @@ one entry in that dict.
         [--profile cpu] [--retain-results DIR_OR_JSON] --out DIR  # JSON: ours or open-unlearning's
     python -m palu_perta finetune --profile paper [--role target|retain|both]
     python -m palu_perta unlearn --profile paper --method palu --hyper '{"top_k": 50, "first_n": 3}'
+    python -m palu_perta tv --profile cpu --lambda auto --out runs/tv
+    python -m palu_perta perta --profile cpu --variant fisher --lambda 2.5 --out runs/perta --save-model
 
 ``finetune`` and ``unlearn`` run unchanged under ``accelerate launch`` (see ``accelerate/README.md``):
 every process trains its shard, process 0 writes the cached model.
@@ -173,6 +175,95 @@ def _run_unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lambda(text: str) -> float | str:
+    """``--lambda``: a finite number >= 0, or ``auto`` (calibrated as the notebooks do)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--lambda must be a number >= 0 or 'auto', not {text!r}") from None
+    if not (value == value and value not in (float("inf"),) and value >= 0):
+        raise ValueError(f"--lambda must be a finite number >= 0 or 'auto', not {text!r}")
+    return value
+
+
+def _arithmetic_arguments(parser: argparse.ArgumentParser, variant: bool) -> None:
+    _common_arguments(parser)
+    if variant:
+        parser.add_argument("--variant", default="grad", choices=["grad", "fisher"],
+                            help="the importance: squared gradients (grad) or the diagonal Fisher (fisher)")
+    parser.add_argument("--lambda", dest="lam", default="auto",
+                        help="how far to subtract the task vector: a number, or 'auto' (default): lambda*, the "
+                             "smallest lambda at which TV forgets as far as the retain model (palu_perta.perta."
+                             "calibrate_lambda, as notebooks 03-05)")
+    parser.add_argument("--out", required=True,
+                        help="directory for the evaluation (summary.json, per_item.json, TOFU_EVAL.json, "
+                             "TOFU_SUMMARY.json), run.json and, with --save-model, the edited model in model/")
+    parser.add_argument("--save-model", action="store_true",
+                        help="also write the edited model (safetensors) to OUT/model")
+    parser.add_argument("--target", default=None, help="the model to edit (default: the profile's target, "
+                                                        "fine-tuned first if it is not cached)")
+
+
+def _run_arithmetic(args: argparse.Namespace, method: str) -> int:
+    from pathlib import Path
+
+    from . import perta, pipeline
+    from .artifacts import atomic_dir, atomic_write_json, check_output_dir
+    from .config import lambda_grid_points
+    from .evaluation import DEFAULT_BF16, evaluate
+    from .models import load_model, local_model_dir
+    from .training import finetuned_model, records_info
+
+    # everything is checked before anything is fine-tuned (minutes to hours)
+    lam = _lambda(args.lam)
+    out = check_output_dir(args.out)
+    if args.save_model and (out / "model").exists():
+        raise ValueError(f"{out / 'model'} exists; pass another --out or delete it")
+    profile, bench = _profile_and_benchmark(args)
+    progress = not args.no_progress
+    if args.target:
+        target = Path(args.target).expanduser().resolve()
+        if not target.is_dir():
+            raise FileNotFoundError(f"--target {args.target} is not a model directory (no {target}); pass a folder "
+                                    "written by save_pretrained, or leave --target out to use the profile's target")
+        local_model_dir(str(target))
+    else:
+        target = finetuned_model(profile, "target", bench.full, records_info(bench.source, bench.full),
+                                 progress=progress)
+    retain = finetuned_model(profile, "retain", bench.retain, records_info(bench.source, bench.retain),
+                             progress=progress)
+    run: dict[str, Any] = {"method": method, "profile": profile.name, "target": str(target), "retain": str(retain)}
+    if lam == "auto":
+        calibration = perta.calibrate_lambda(profile, bench, target, retain, points=lambda_grid_points(profile),
+                                             progress=progress)
+        lam = float(calibration["lam_star"])
+        run["calibration"] = {k: calibration[k] for k in ("lam_star", "target_rouge", "retain_rouge", "probes", "note")}
+        print(f"lambda* = {lam:g} (TV's forget ROUGE-L reaches the retain model's {calibration['retain_rouge']:.3f}; "
+              f"{len(calibration['probes'])} probes){'; ' + calibration['note'] if calibration.get('note') else ''}")
+    run["lambda"] = lam
+    tau, weights = perta.task_vector_and_weights(profile, bench, target, method, progress=progress)
+    original, tokenizer = load_model(str(target), seed=profile.seed)
+    edited = perta.perta_unlearn(original, tau, weights, lam)
+    del original
+    reference = pipeline.evaluation(profile, retain, bench, progress=progress)  # cached: forget quality's reference
+    result = evaluate(edited, tokenizer, bench, reference.path / "per_item.json",
+                      max_new_tokens=profile.max_new_tokens, batch_size=profile.eval_batch_size, out_dir=out,
+                      bf16=DEFAULT_BF16, progress=progress)
+    if args.save_model:
+        with atomic_dir(out / "model") as tmp:
+            edited.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+        run["model"] = str(out / "model")
+    atomic_write_json(out / "run.json", run)
+    print(f"{method} at lambda {lam:g}: forget ROUGE-L {result['forget_Q_A_ROUGE']:.3f}, model utility "
+          f"{result['model_utility']:.3f}, forget quality {result['forget_quality']:.3g}")
+    print(f"wrote run.json, summary.json, per_item.json, TOFU_EVAL.json, TOFU_SUMMARY.json"
+          f"{' and model/' if args.save_model else ''} in {out}")
+    return 0
+
+
 def _study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default=None, help="smoke | cpu (default: $PALU_PERTA_PROFILE or cpu); "
                                                         "picks the grid of the same name")
@@ -227,6 +318,12 @@ COMMANDS: dict[str, Command] = {
                         _finetune_arguments, _run_finetune),
     "unlearn": Command("unlearn the forget split from the profile's target model with one method",
                        _unlearn_arguments, _run_unlearn),
+    "tv": Command("task arithmetic: subtract lambda x the task vector of the forget set from the target, evaluate",
+                  lambda parser: _arithmetic_arguments(parser, variant=False),
+                  lambda args: _run_arithmetic(args, "tv")),
+    "perta": Command("PerTA: subtract lambda x (w * task vector), w from forget-vs-retain importance, evaluate",
+                     lambda parser: _arithmetic_arguments(parser, variant=True),
+                     lambda args: _run_arithmetic(args, f"perta-{args.variant}")),
     "study": Command("run (or resume) a declared grid of unlearning runs and append their results",
                      _study_arguments, _run_study),
 }
