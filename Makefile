@@ -50,6 +50,7 @@ bench: install
 	$(PY) benchmarks/eval_speed.py
 	$(PY) benchmarks/unlearn_steps.py
 	$(PY) benchmarks/threads_padding.py
+	$(PY) benchmarks/reference_retain.py
 	$(PY) benchmarks/end_to_end.py
 
 clean-artifacts:

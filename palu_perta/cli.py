@@ -141,6 +141,14 @@ def _unlearn_arguments(parser: argparse.ArgumentParser) -> None:
                         help="changes to the profile's unlearning budget as JSON, e.g. '{\"learning_rate\": 2e-5}'")
     parser.add_argument("--target", default=None, help="the model to unlearn from (default: the profile's target, "
                                                         "fine-tuned first if it is not cached)")
+    parser.add_argument("--spans", default=None, metavar="auto|labels|FILE",
+                        help="PALU's sensitive spans: 'labels' (the data's target_words, required on every forget "
+                             "record), 'auto' (estimated: answer tokens the target finds --span-margin nats likelier "
+                             "than the profile's base model), or a JSON file of {question, target_words} per forget "
+                             "question (as TOFU's forgetXX_spans.json). Default: the labels where the records have "
+                             "them, estimates elsewhere. Methods that read no spans ignore it")
+    parser.add_argument("--span-margin", type=float, default=None,
+                        help="the margin (nats) of estimated spans (default 2)")
 
 
 def _run_unlearn(args: argparse.Namespace) -> int:
@@ -149,7 +157,8 @@ def _run_unlearn(args: argparse.Namespace) -> int:
     from .config import unlearn_budget
     from .models import local_model_dir
     from .training import finetuned_model, is_main_process, records_info
-    from .unlearn import BUDGET_FIELDS, UnlearnConfig, unlearned_model
+    from .spans import DEFAULT_MARGIN
+    from .unlearn import BUDGET_FIELDS, UnlearnConfig, needs_spans, plan_spans, unlearned_model
 
     # everything is checked before the target model is fine-tuned (minutes to hours)
     hyper = _json_object(args.hyper, "--hyper", '\'{"top_k": 50, "first_n": 3}\'')
@@ -159,6 +168,11 @@ def _run_unlearn(args: argparse.Namespace) -> int:
         raise ValueError(f"--budget has no key(s) {unknown}; the valid keys are {list(BUDGET_FIELDS)}")
     profile, bench = _profile_and_benchmark(args)
     cfg = UnlearnConfig(method=args.method, hyper=hyper, seed=profile.seed, **{**unlearn_budget(profile), **budget})
+    margin = DEFAULT_MARGIN if args.span_margin is None else args.span_margin
+    if needs_spans(cfg):
+        plan_spans(bench.forget, args.spans, margin=margin)  # a bad --spans file or missing labels: now, not later
+    elif (args.spans is not None or args.span_margin is not None) and is_main_process():
+        print(f"note: --spans and --span-margin are ignored: {args.method} reads no sensitive spans")
     if args.target:
         # absolute, so the cache key does not depend on how the path was typed
         target = Path(args.target).expanduser().resolve()
@@ -169,7 +183,7 @@ def _run_unlearn(args: argparse.Namespace) -> int:
     else:
         target = finetuned_model(profile, "target", bench.full, records_info(bench.source, bench.full),
                                  progress=not args.no_progress)
-    path = unlearned_model(profile, target, bench, cfg, progress=not args.no_progress)
+    path = unlearned_model(profile, target, bench, cfg, progress=not args.no_progress, spans=args.spans, margin=margin)
     if is_main_process():
         print(f"unlearned ({args.method}): {path}")
     return 0

@@ -18,6 +18,7 @@ Speed on a CPU comes from doing each kind of work once and in large batches:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import time
@@ -190,6 +191,24 @@ class _NoSharedCache(Exception):
     """The model's KV cache cannot be expanded along the batch: use the flat path."""
 
 
+def _cache_keyword(model: torch.nn.Module) -> str:
+    """The keyword by which ``model``'s forward takes a KV cache: ``cache`` where it has one (the installed
+    transformers 5.24 does; ``past_key_values`` is deprecated there and to be removed in 5.40), else
+    ``past_key_values`` (earlier releases). Read from the signature: a forward taking ``**kwargs`` would
+    swallow the wrong name silently and score the answers without their prompt."""
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _returned_cache(out: Mapping[str, Any]) -> Any:
+    """The KV cache a forward returned (``cache``, or ``past_key_values`` before the rename), None if none;
+    read as a mapping, so transformers' deprecated ``past_key_values`` property is not touched."""
+    return out["cache"] if "cache" in out else out.get("past_key_values")
+
+
 def _score_shared(model, examples, pad_token_id, batch_size, bf16, progress, desc) -> list[SequenceScore]:
     """Each distinct prompt runs once; its KV cache is copied to every answer that continues it.
 
@@ -219,13 +238,13 @@ def _score_shared(model, examples, pad_token_id, batch_size, bf16, progress, des
                             use_cache=True, logits_to_keep=1)
             except TypeError as err:  # no logits_to_keep / position_ids / cache arguments
                 raise _NoSharedCache(str(err)) from err
-            cache = out.past_key_values
+            cache = _returned_cache(out)
             if not hasattr(cache, "batch_select_indices"):
                 raise _NoSharedCache(type(cache).__name__)
             cache.batch_select_indices(owner)
             positions = p_mask.sum(-1)[owner][:, None] + torch.arange(a_len, device=device)
             c_logits = model(input_ids=c_ids, attention_mask=torch.cat([p_mask[owner], c_mask], dim=1),
-                             position_ids=positions, past_key_values=cache, use_cache=True).logits
+                             position_ids=positions, use_cache=True, **{_cache_keyword(model): cache}).logits
         # answer token 0 is predicted by the prompt's last logit, token t > 0 by answer position t - 1
         rest = targets[:, 1:] != IGNORE_INDEX
         rows, cols = rest.nonzero(as_tuple=True)

@@ -11,7 +11,9 @@ Every objective is one plain function with the same call shape, so a trainer run
 batch itself, and, for methods that compare against a frozen reference model, that model's logits on
 the same batch (computed under ``torch.no_grad()``). ``retain`` may be ``None`` when the method has no
 retain term (or its weight ``alpha`` is 0). The :data:`LOSSES` registry says what each method needs: a
-reference model, a retain batch, refusal ("I don't know") answers (IdkDPO takes them as ``idk=ModelIO``).
+reference model, a retain batch, refusal ("I don't know") answers (IdkDPO takes them as ``idk=ModelIO``),
+and whether the reference logits of the retain batch are read (``reference_on_retain``; none of the losses
+here reads them, so a trainer leaves ``retain.ref_logits`` None and saves that forward).
 
 A batch is a dict of right-padded tensors: ``input_ids``, ``attention_mask``, ``labels`` (-100 on prompt
 and padding) and ``token_classes`` (:data:`PROMPT`, :data:`ORDINARY`, :data:`SENSITIVE`), all [B, T] and
@@ -31,11 +33,24 @@ Conventions where the sources differ (open-unlearning is the reference implement
   as in open-unlearning's ``configs/trainer/SimNPO.yaml`` (``gamma: 0.125, alpha: 1.0``). The margin
   follows the SimNPO paper and docs/design.md, ``sigmoid(-(beta/|y|) log pi - delta)``; open-unlearning writes
   ``sigmoid(beta (nll/|y| - delta))``, i.e. delta scaled by beta. Equal for the default delta = 0.
-- IdkDPO is the DPO loss ``-log sigmoid(beta (log-ratio_idk - log-ratio_forget))`` (equal to log 2 at
-  theta = ref); open-unlearning multiplies it by 2 / beta, which only rescales the learning rate.
-- PDU and UNDIAL score answer tokens only (open-unlearning's PDU averages over every position, prompt
-  included). PDU's retain weight ``alpha`` is the dual variable: a trainer holds a :class:`DualVariable`,
-  passes ``alpha=dual.value`` and then calls ``dual.update(out.terms["retain"])``.
+- IdkDPO is open-unlearning's DPO forget term ``-(2/beta) log sigmoid(beta (log-ratio_idk - log-ratio_forget))``
+  [open-unlearning src/trainer/utils.py, compute_dpo_loss] with beta 0.1, gamma 1 and alpha 1
+  [open-unlearning configs/trainer/DPO.yaml]; it equals (2/beta) log 2 = 20 log 2 at theta = ref. (Until
+  issue 23 the 2/beta was dropped here, from the forget term only: that weighted the retain NLL 20 times
+  more against the forget term than open-unlearning does, not merely a learning-rate rescaling.)
+- PDU scores the answer positions with the mask every loss here uses: the logits that *predict* answer
+  tokens (``logits[:, :-1]`` where ``labels[:, 1:] != -100``). open-unlearning's PDU also averages over
+  answer positions only (since its commit "masked loss PDU", #147, 2025-10-05; before that it averaged
+  over every position, prompt and padding included) but masks the unshifted logits with
+  ``labels != -100`` [open-unlearning src/trainer/unlearn/pdu.py]: the logits *at* the answer tokens, one
+  position later, so its average leaves out the last prompt position (which predicts the first answer
+  token) and takes in the position of the last answer token. UNDIAL scores answer tokens only;
+  open-unlearning's averages over every position, prompt and padding included [open-unlearning
+  src/trainer/utils.py, compute_undial_loss].
+- PDU's retain weight ``alpha`` is the dual variable lambda of the constraint R <= eps, as in
+  open-unlearning's primal-dual PDU: a trainer holds a :class:`DualVariable`, passes ``alpha=dual.value``,
+  then calls ``dual.update(out.terms["retain"], epoch)``. The defaults (lambda_0 = 100, step size 5,
+  eps 0.3, 5 warm-up epochs) are open-unlearning's TOFU recipe for PDU; see :class:`DualVariable`.
 """
 
 from __future__ import annotations
@@ -70,19 +85,67 @@ class LossOutput:
     terms: dict[str, float]
 
 
-class DualVariable:
-    """PDU's Lagrange multiplier on the retain loss: lambda <- max(0, lambda + eta (R - eps))."""
+# PDU's primal-dual defaults: open-unlearning's TOFU recipe for PDU [open-unlearning
+# community/methods/PDU/run.sh, the TOFU block: pref=100, dual_step_size=5, retain_loss_eps=0.3,
+# dual_warmup_epochs=5, with learning rate 1e-5 and 10 epochs for Llama-3.2-1B]. The generic
+# [open-unlearning configs/trainer/PDU.yaml] has alpha 1.0, dual_step_size 1.0, dual_warmup_epochs 5,
+# dual_update_upon "step", and no default for retain_loss_eps (``???``: it must be given); its README
+# [open-unlearning community/methods/PDU/README.md] says to start the retain preference at 50 or 100
+# (the logit-margin loss is large) and to set retain_loss_eps somewhat above the retain loss of the
+# model before unlearning.
+PDU_INITIAL_DUAL = 100.0  # lambda_0, open-unlearning's trainer.method_args.alpha
+PDU_DUAL_STEP_SIZE = 5.0  # eta, open-unlearning's dual_step_size
+PDU_RETAIN_LOSS_EPS = 0.3  # eps, open-unlearning's retain_loss_eps (the tolerance on the retain NLL)
+PDU_DUAL_WARMUP_EPOCHS = 5  # open-unlearning's dual_warmup_epochs
 
-    def __init__(self, value: float = 1.0, step_size: float = 1.0, eps: float = 0.0) -> None:
+
+class DualVariable:
+    """PDU's Lagrange multiplier lambda on the retain constraint R <= eps, updated as open-unlearning's
+    PDU trainer does [open-unlearning src/trainer/unlearn/pdu.py, ``final_loss_value`` and
+    ``DualOptimizationCallback``]:
+
+    - the loss of a batch is ``gamma F + lambda (R - eps)`` with the current lambda (:func:`pdu_loss`);
+    - then, once the warm-up is over, one dual ascent step ``lambda <- max(0, lambda + eta (R - eps))``
+      from that batch's retain NLL R. open-unlearning updates in ``compute_loss`` (its default
+      ``dual_update_upon="step"``), i.e. once per micro-batch under gradient accumulation; so does the
+      trainer here. Its ``"epoch"`` mode (one step from the mean retain loss over an epoch) is not offered.
+    - warm-up: no update before ``warmup_epochs`` epochs are complete. open-unlearning enables updates at
+      the end of the first epoch whose ``state.epoch >= dual_warmup_epochs``, so with 5 the first update is
+      in epoch 6; with 0, from the first step. A run of 5 epochs or fewer keeps lambda = lambda_0 throughout.
+
+    Unlike open-unlearning, lambda moves only on training batches (its ``compute_loss`` also runs for
+    evaluation batches), and the value is saved in checkpoints. Because R - eps can be negative (eps > 0),
+    lambda can shrink as well as grow; with eps = 0, the setting here before issue 23, it could only grow.
+    """
+
+    def __init__(
+        self,
+        value: float = PDU_INITIAL_DUAL,
+        step_size: float = PDU_DUAL_STEP_SIZE,
+        eps: float = PDU_RETAIN_LOSS_EPS,
+        warmup_epochs: int = PDU_DUAL_WARMUP_EPOCHS,
+    ) -> None:
         if value < 0:
             raise ValueError(f"value must be >= 0, got {value}")
         if step_size <= 0:
             raise ValueError(f"step_size must be > 0, got {step_size}")
+        if eps < 0:
+            raise ValueError(f"eps must be >= 0 (a tolerance on the retain NLL), got {eps}")
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
         self.value, self.step_size, self.eps = float(value), float(step_size), float(eps)
+        self.warmup_epochs = warmup_epochs
 
-    def update(self, retain_value: float) -> float:
-        """One dual ascent step from the observed retain loss; returns the new lambda."""
-        self.value = max(0.0, self.value + self.step_size * (float(retain_value) - self.eps))
+    def active(self, epoch: float) -> bool:
+        """Whether the warm-up is over at training progress ``epoch`` (the Trainer's ``state.epoch``:
+        completed epochs plus the fraction of the current one)."""
+        return epoch >= self.warmup_epochs
+
+    def update(self, retain_value: float, epoch: float) -> float:
+        """One dual ascent step from the observed retain loss R at progress ``epoch``, unless still in the
+        warm-up; returns lambda."""
+        if self.active(epoch):
+            self.value = max(0.0, self.value + self.step_size * (float(retain_value) - self.eps))
         return self.value
 
 
@@ -261,16 +324,35 @@ def me_gd_loss(
 
 
 def pdu_loss(
-    forget: ModelIO, retain: ModelIO | None, *, gamma: float = 1.0, alpha: float = 1.0
+    forget: ModelIO,
+    retain: ModelIO | None,
+    *,
+    gamma: float = 1.0,
+    alpha: float = PDU_INITIAL_DUAL,
+    retain_loss_eps: float = PDU_RETAIN_LOSS_EPS,
+    dual_step_size: float = PDU_DUAL_STEP_SIZE,
+    dual_warmup_epochs: int = PDU_DUAL_WARMUP_EPOCHS,
 ) -> LossOutput:
-    """PDU: gamma * mean over answer tokens of (max_j z_j - mean_j z_j)^2 + alpha * R.
+    """PDU: gamma * F + alpha * (R - retain_loss_eps), F = mean over answer tokens of (max_j z_j - mean_j z_j)^2.
 
-    ``alpha`` is the dual variable lambda: pass ``DualVariable.value`` and update it with ``terms["retain"]``.
+    ``alpha`` is the dual variable lambda (its default is lambda_0): a trainer passes ``DualVariable.value``
+    and updates it with ``terms["retain"]`` (R itself, not R - eps, as open-unlearning logs it). The constant
+    ``-alpha * retain_loss_eps`` leaves the gradient alone; it makes the loss value open-unlearning's.
+    R is computed whenever a retain batch is given, also at alpha = 0, so that the dual can grow again.
+    ``dual_step_size`` and ``dual_warmup_epochs`` configure the trainer's :class:`DualVariable`; they are
+    declared here so that they are the method's hyperparameters (``UnlearnConfig.hyper``, cache keys).
+    Defaults and sources: :data:`PDU_INITIAL_DUAL` and the lines above it.
     """
-    _check_weights(gamma=gamma, alpha=alpha)
+    _check_weights(gamma=gamma, alpha=alpha, retain_loss_eps=retain_loss_eps, dual_warmup_epochs=dual_warmup_epochs)
+    _check_positive(dual_step_size=dual_step_size)
     rows, _, _ = _answer_rows(forget.logits, forget.batch["labels"])
     forget_term = _mean((rows.max(-1).values - rows.mean(-1)).pow(2))
-    return _output(forget_term, _retain_term(retain, alpha, "pdu", forget_term), gamma, alpha)
+    if retain is None:
+        retain_term = _retain_term(retain, alpha, "pdu", forget_term)  # 0, or the error when alpha > 0
+    else:
+        retain_term = answer_nll(retain.logits, retain.batch["labels"])
+    terms = {"forget": forget_term.item(), "retain": retain_term.item()}
+    return LossOutput(gamma * forget_term + alpha * (retain_term - retain_loss_eps), terms)
 
 
 def undial_loss(
@@ -310,10 +392,12 @@ def idk_dpo_loss(
     gamma: float = 1.0,
     alpha: float = 1.0,
 ) -> LossOutput:
-    """IdkDPO: gamma * -mean_b log sigmoid(beta (r(idk_b) - r(y_b))) + alpha * R, r = log pi - log pi_ref.
+    """IdkDPO: gamma * -(2/beta) mean_b log sigmoid(beta (r(idk_b) - r(y_b))) + alpha * R, r = log pi - log pi_ref.
 
     ``forget`` holds the original answers (rejected), ``idk`` the same questions with refusals (preferred);
-    both need ref_logits.
+    both need ref_logits. The forget term is open-unlearning's ``compute_dpo_loss`` [open-unlearning
+    src/trainer/utils.py], 2/beta included, with its TOFU defaults beta 0.1, gamma 1, alpha 1 [open-unlearning
+    configs/trainer/DPO.yaml; the DPO class's own default beta is 1.0]: (2/beta) log 2 at theta = ref.
     """
     _check_positive(beta=beta)
     _check_weights(gamma=gamma, alpha=alpha)
@@ -325,7 +409,7 @@ def idk_dpo_loss(
         labels = io.batch["labels"]
         return sequence_logprob(io.logits, labels) - sequence_logprob(_reference(io, "idk_dpo"), labels)
 
-    forget_term = -F.logsigmoid(beta * (log_ratio(idk) - log_ratio(forget))).mean()
+    forget_term = -(2 / beta) * F.logsigmoid(beta * (log_ratio(idk) - log_ratio(forget))).mean()
     return _output(forget_term, _retain_term(retain, alpha, "idk_dpo", forget_term), gamma, alpha)
 
 
@@ -437,6 +521,11 @@ class Method:
 
     ``refusals``: None; "forget" = the ``forget`` ModelIO pairs the forget questions with refusal answers;
     "idk" = ``forget`` keeps the original answers and the refusals come as the ``idk=`` ModelIO.
+    ``needs_reference``: the loss reads ``ref_logits`` of the forget batch (and of ``idk``).
+    ``reference_on_retain``: it also reads ``retain.ref_logits`` (a retain term that compares with the
+    reference, e.g. a KL retain loss as open-unlearning's ``retain_loss_type: KL``); only then does a
+    trainer run the reference model on the retain batch. No loss here does: every retain term is the
+    answer NLL, and PALU's non-sensitive constraint is taken on the forget batch.
     """
 
     name: str
@@ -444,6 +533,11 @@ class Method:
     needs_reference: bool
     needs_retain: bool
     refusals: Literal["forget", "idk"] | None = None
+    reference_on_retain: bool = False
+
+    def __post_init__(self) -> None:
+        if self.reference_on_retain and not (self.needs_reference and self.needs_retain):
+            raise ValueError(f"{self.name}: reference_on_retain needs needs_reference and needs_retain")
 
     @property
     def defaults(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from . import perta, pipeline
 from .config import PALU_HYPER, UNLEARN_METHODS, Profile, lambda_grid_points, unlearn_budget
 from .evaluation import forget_hash
 from .plots import figure_path
-from .unlearn import UnlearnConfig, unlearned_model
+from .unlearn import UnlearnConfig, spans_provenance, unlearned_model
 
 # the table's columns: open-unlearning's key -> the heading it gets
 COLUMNS = {"forget_quality": "FQ", "model_utility": "MU", "forget_Q_A_ROUGE": "forget ROUGE-L",
@@ -76,6 +76,9 @@ def results_table(profile: Profile, methods: tuple[str, ...] = UNLEARN_METHODS, 
         setting = f"{budget['epochs']:g} epochs, lr {budget['learning_rate']:g}"
         if hyper:
             setting += ", " + ", ".join(f"{k} {v:g}" for k, v in hyper.items())
+        spans = spans_provenance(path)
+        if spans is not None and spans["source"] != "labels":  # the row says when PALU's spans were not labels
+            setting += f", spans {spans['source']}" + (f" (margin {spans['margin']:g})" if "margin" in spans else "")
         rows.append(_row(LABELS[method], "06", evaluation.summary, setting))
     table = pd.DataFrame(rows).set_index("model")
     return table.rename(columns=COLUMNS)

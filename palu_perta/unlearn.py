@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
+import math
 import numbers
+import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,13 +30,15 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
-from .artifacts import atomic_write_json, entry_path
+from .artifacts import atomic_write_json, entry_path, is_complete
 from .config import FinetuneConfig, Profile
 from .data import Benchmark, refusals
 from .losses import LOSSES, DualVariable, Method, ModelIO
 from .models import load_model
-from .tokenization import Collator, encode_qa, encode_records, pad_id
-from .training import check_finite, latest_complete_checkpoint, records_info, trained_entry, training_arguments
+from .spans import DEFAULT_MARGIN
+from .tokenization import SENSITIVE, Collator, encode_qa, encode_records, pad_id
+from .training import (check_finite, is_main_process, latest_complete_checkpoint, records_info, trained_entry,
+                       training_arguments)
 
 METHODS = tuple(LOSSES)
 
@@ -188,8 +193,14 @@ class UnlearningTrainer(Trainer):
         self.reference = None
         if self.method.needs_reference:
             self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.dual = (DualVariable(self.hyper.get("alpha", 1.0), unlearn_config.pdu_step_size, unlearn_config.pdu_epsilon)
-                     if self.method.name == "pdu" else None)
+        self.dual = None
+        if self.method.name == "pdu":
+            # the dual's settings are PDU's hyperparameters (open-unlearning's; palu_perta.losses.DualVariable)
+            if (unlearn_config.pdu_step_size, unlearn_config.pdu_epsilon) != (1.0, 0.0):
+                raise ValueError("pdu_step_size and pdu_epsilon are replaced by PDU's hyperparameters: set "
+                                 "hyper={'dual_step_size': ..., 'retain_loss_eps': ...} instead")
+            h = self.hyper
+            self.dual = DualVariable(h["alpha"], h["dual_step_size"], h["retain_loss_eps"], h["dual_warmup_epochs"])
         self.evaluate_fn, self.eval_epochs = evaluate_fn, set(unlearn_config.eval_epochs)
         self.trajectory: list[dict] = []
         self._term_sums: dict[str, float] = {}
@@ -198,11 +209,13 @@ class UnlearningTrainer(Trainer):
     def _forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
-    def _io(self, model: torch.nn.Module, batch: dict[str, torch.Tensor] | None) -> ModelIO | None:
+    def _io(self, model: torch.nn.Module, batch: dict[str, torch.Tensor] | None,
+            reference: bool = True) -> ModelIO | None:
+        """The model's logits on ``batch``, with the reference model's when it is held and ``reference``."""
         if batch is None:
             return None
         ref_logits = None
-        if self.reference is not None:
+        if self.reference is not None and reference:
             if next(self.reference.parameters()).device != batch["input_ids"].device:
                 self.reference.to(batch["input_ids"].device)
             with torch.no_grad():
@@ -213,9 +226,11 @@ class UnlearningTrainer(Trainer):
         hyper = dict(self.hyper)
         if self.dual is not None:
             hyper["alpha"] = self.dual.value
-        needs_retain = self.method.needs_retain and hyper.get("alpha", 1.0) > 0
+        # PDU measures R even at lambda = 0: its dual grows back from it
+        needs_retain = self.method.needs_retain and (self.dual is not None or hyper.get("alpha", 1.0) > 0)
         forget = self._io(model, inputs["forget"])
-        retain = self._io(model, inputs.get("retain")) if needs_retain else None
+        # the reference runs on the retain batch only for a loss that reads those logits (none here)
+        retain = self._io(model, inputs.get("retain"), self.method.reference_on_retain) if needs_retain else None
         extra = {"idk": self._io(model, inputs["idk"])} if self.method.refusals == "idk" else {}
         out = self.method.fn(forget, retain, **extra, **hyper)
         step = self.state.global_step
@@ -223,7 +238,7 @@ class UnlearningTrainer(Trainer):
             check_finite(torch.tensor(value), f"{self.method.name} {term}", step, inputs["forget"], self.processing_class)
         check_finite(out.loss, f"{self.method.name} total", step, inputs["forget"], self.processing_class)
         if self.dual is not None and model.training:
-            self.dual.update(out.terms["retain"])
+            self.dual.update(out.terms["retain"], self.state.epoch or 0.0)
         for term, value in out.terms.items():
             self._term_sums[term] = self._term_sums.get(term, 0.0) + value
         self._term_count += 1
@@ -249,10 +264,13 @@ class UnlearningTrainer(Trainer):
 
 @dataclass
 class UnlearnResult:
-    """The log history (one dict per logged step, with each loss term) and the evaluations."""
+    """The log history (one dict per logged step, with each loss term), the evaluations and, for a loss
+    that reads sensitive spans, where they came from (:func:`resolve_spans`'s provenance, with the spans
+    in ``records``)."""
 
     history: list[dict]
     trajectory: list[dict]
+    spans: dict[str, Any] | None = None
 
 
 def check_hyperparameters(cfg: UnlearnConfig, vocab_size: int) -> None:
@@ -282,6 +300,252 @@ def _examples(tokenizer: Any, benchmark: Benchmark, cfg: UnlearnConfig) -> tuple
     return forget, retain, idk
 
 
+# ----------------------------------------------------------------------------- sensitive spans
+
+SPANS_FILE = "spans.json"  # where a run keeps its spans' provenance and the spans themselves
+
+
+def needs_spans(cfg: UnlearnConfig) -> bool:
+    """Whether ``cfg``'s loss reads the sensitive-token classes, i.e. the forget records' spans.
+
+    Only PALU does (:func:`palu_perta.losses.palu_loss`): its forget positions are the onset tokens
+    (``temporal="onset"``) or every sensitive token (``"sensitive"``). With ``temporal="answer"`` it
+    acts on every answer token and the spans play no part; no other loss reads ``token_classes``.
+    """
+    if cfg.method != "palu":
+        return False
+    return {**cfg.loss.defaults, **cfg.hyper}["temporal"] != "answer"
+
+
+def _has_labels(record: dict) -> bool:
+    return bool(record.get("target_words"))
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """The model the target was fine-tuned from, loaded only when automatic spans need it."""
+
+    name: str
+    seed: int = 0
+
+    def load(self) -> torch.nn.Module:
+        return load_model(self.name, seed=self.seed)[0]
+
+
+@dataclass(frozen=True)
+class SpanPlan:
+    """Where the forget records' sensitive spans come from, decided before any model is loaded.
+
+    ``source``: "labels" (the records' own ``target_words``), "auto" (every record's spans estimated by
+    :func:`palu_perta.spans.automatic_spans`), "labels+auto" (labels where a record has them, estimates
+    for the others) or "file" (merged from ``file`` by question). ``records``: the forget records
+    (a file's spans merged in); ``estimate``: the indices of the records whose spans are to be estimated.
+    """
+
+    source: str
+    records: list[dict]
+    estimate: tuple[int, ...]
+    margin: float
+    file: str | None = None
+    requested: str | None = None
+
+    def key(self, base: str | None = None) -> dict[str, Any]:
+        """What identifies these spans in a cache key. Labels add nothing (entries made before spans
+        could be chosen keep their keys); estimates add the margin, the base model and which records are
+        estimated; a file adds a hash of the merged spans (not the file's path)."""
+        if self.source == "labels":
+            return {}
+        if self.source == "file":
+            spans = json.dumps([r["target_words"] for r in self.records], sort_keys=True)
+            return {"source": "file", "sha256": hashlib.sha256(spans.encode()).hexdigest()[:16]}
+        key: dict[str, Any] = {"source": self.source, "margin": self.margin, "base": base}
+        if self.source == "labels+auto":
+            key["estimated"] = list(self.estimate)
+        return key
+
+
+def read_spans_file(path: str | os.PathLike) -> list[dict]:
+    """The ``{question, target_words}`` entries of a spans file: JSON lines or one JSON array (as TOFU's
+    ``forgetXX_spans.json``), or a run's ``spans.json`` (its ``records``). Other fields are ignored."""
+    from .data import DataError, _read_json_records
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"spans file {path} does not exist; --spans takes 'auto', 'labels' or a JSON file "
+                                "of {question, target_words} entries (as TOFU's forgetXX_spans.json)")
+    try:
+        whole = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        whole = None  # JSON lines, or not JSON: _read_json_records says which line
+    if isinstance(whole, dict):
+        entries = whole["records"] if "records" in whole else [whole]
+    else:
+        entries = whole if isinstance(whole, list) else _read_json_records(path)
+    if not entries:
+        raise DataError(f"spans file {path} has no entries; it needs one {{question, target_words}} per forget question")
+    for j, entry in enumerate(entries):
+        if not (isinstance(entry, dict) and isinstance(entry.get("question"), str)
+                and isinstance(entry.get("target_words"), list)):
+            raise DataError(f"spans file {path}, entry {j}: {str(entry)[:80]!r} is not an object with a 'question' "
+                            "string and a 'target_words' list of {word, start, end}")
+    return entries
+
+
+def _merge_spans_file(records: Sequence[dict], path: str | os.PathLike) -> list[dict]:
+    from .data import DataError, validate_records
+
+    entries = read_spans_file(path)
+    by_question: dict[str, list] = {}
+    for entry in entries:
+        previous = by_question.setdefault(entry["question"], entry["target_words"])
+        if previous != entry["target_words"]:
+            raise DataError(f"spans file {path} gives two different span lists for the question "
+                            f"{entry['question']!r}; keep one")
+    merged = []
+    for i, rec in enumerate(records):
+        if rec["question"] not in by_question:
+            raise DataError(f"spans file {path} has no entry for forget record {i} (question {rec['question']!r}); "
+                            "it needs one {question, target_words} per forget question")
+        merged.append({**rec, "target_words": by_question[rec["question"]]})
+    return validate_records(merged, ("question", "answer"), f"forget (spans from {path})")
+
+
+def plan_spans(records: Sequence[dict], spans: str | os.PathLike | None = None, *,
+               margin: float = DEFAULT_MARGIN) -> SpanPlan:
+    """Decide where the spans of the forget ``records`` come from, with no model loaded.
+
+    ``spans``: ``"labels"`` (every record must have non-empty ``target_words``), ``"auto"`` (estimate
+    every record's spans), a file path (see :func:`read_spans_file`; every forget question must be in it),
+    or None: the labels when every record has them, estimates when none has, and labels plus estimates
+    for the unlabelled records otherwise (real TOFU's GPT-4o labels leave 12 of forget10's 400 answers
+    without a span). Raises ``ValueError`` (or ``FileNotFoundError``) naming the problem and the fix.
+    """
+    if not math.isfinite(margin):
+        raise ValueError(f"the span margin must be a finite number of nats, not {margin!r}")
+    records = list(records)
+    unlabelled = tuple(i for i, r in enumerate(records) if not _has_labels(r))
+    requested = None if spans is None else str(spans)
+    if spans is None:
+        if not unlabelled:
+            return SpanPlan("labels", records, (), margin)
+        source = "auto" if len(unlabelled) == len(records) else "labels+auto"
+        return SpanPlan(source, records, unlabelled, margin)
+    if requested == "labels":
+        if unlabelled:
+            i = unlabelled[0]
+            raise ValueError(f"--spans labels: {len(unlabelled)} of {len(records)} forget records have no span labels "
+                             f"(no or empty target_words; first: record {i}, question {records[i]['question']!r}); "
+                             "use --spans auto to estimate spans from the target and base models, --spans FILE to "
+                             "give them, or leave --spans out (labels where present, estimates elsewhere)")
+        return SpanPlan("labels", records, (), margin, requested=requested)
+    if requested == "auto":
+        return SpanPlan("auto", records, tuple(range(len(records))), margin, requested=requested)
+    return SpanPlan("file", _merge_spans_file(records, spans), (), margin, file=str(spans), requested=requested)
+
+
+def _base_name(base: Any) -> str:
+    if isinstance(base, BaseModel):
+        return base.name
+    if isinstance(base, str):
+        return base
+    return getattr(getattr(base, "config", None), "_name_or_path", "") or "the given base model"
+
+
+def resolve_spans(
+    records: Sequence[dict],
+    tokenizer: Any,
+    spans: str | os.PathLike | None = None,
+    *,
+    target: torch.nn.Module | None = None,
+    base: "str | BaseModel | torch.nn.Module | None" = None,
+    margin: float = DEFAULT_MARGIN,
+    max_length: int | None = None,
+    log: Callable[[str], None] | None = print,
+) -> tuple[list[dict], dict[str, Any]]:
+    """The forget ``records`` with the sensitive spans a span-reading loss (PALU) trains on, and their
+    provenance.
+
+    ``spans`` is decided by :func:`plan_spans`. Estimates (:func:`palu_perta.spans.automatic_spans`) mark
+    the answer tokens that ``target`` (the model to unlearn) finds more than ``margin`` nats likelier than
+    ``base``, the model it was fine-tuned from (a name for :func:`~palu_perta.models.load_model`, a
+    :class:`BaseModel`, or a loaded model). Every choice but the data's own labels is reported by ``log``
+    in one line: how the spans were found and how many answer tokens they mark.
+
+    Returns ``(records, provenance)``; provenance holds ``source``, ``message``, ``records``,
+    ``marked_tokens`` / ``answer_tokens`` (EOS excluded), ``estimated_records`` and, as they apply,
+    ``margin``, ``base``, ``file``. Raises ``ValueError`` when a record ends with no sensitive token
+    within ``max_length`` (PALU would forget nothing from it), naming the record and the fix.
+    """
+    from .spans import automatic_spans, sensitive_tokens
+
+    plan = plan_spans(records, spans, margin=margin)
+    resolved = [dict(r) for r in plan.records]
+    provenance: dict[str, Any] = {"source": plan.source, "requested": plan.requested}
+    if plan.estimate:
+        if base is None:
+            raise ValueError(f"{len(plan.estimate)} of {len(resolved)} forget records need estimated spans, which "
+                             "compare the target with the base model it was fine-tuned from: pass base=... "
+                             "(unlearned_model and the command line pass the profile's model), give the spans in a "
+                             "file (spans=FILE), or label the records' target_words")
+        if target is None:
+            raise ValueError("estimated spans need target=..., the model to unlearn")
+        name = _base_name(base)
+        if isinstance(base, str):
+            base = BaseModel(base)
+        reference = base.load() if isinstance(base, BaseModel) else base
+        estimated = automatic_spans(target, reference, tokenizer, [resolved[i] for i in plan.estimate], margin=margin)
+        del reference
+        for i, rec in zip(plan.estimate, estimated):
+            resolved[i] = rec
+        provenance.update(margin=margin, base=name)
+    if plan.file:
+        provenance["file"] = plan.file
+    marked = [sensitive_tokens(tokenizer, r["answer"], r.get("target_words")) for r in resolved]
+    n_marked, n_tokens = sum(int(m.sum()) for m in marked), sum(len(m) for m in marked)
+    provenance.update(records=len(resolved), estimated_records=len(plan.estimate), marked_tokens=n_marked,
+                      answer_tokens=n_tokens)
+    counts = f"{n_marked} of {n_tokens} answer tokens marked in {len(resolved)} forget records"
+    how = (f"answer tokens the target finds > {margin:g} nats likelier than the base model {provenance.get('base')!r}"
+           if plan.estimate else "")
+    if plan.source == "labels":
+        message = f"sensitive spans: the data's labels, {counts}"
+    elif plan.source == "file":
+        message = f"sensitive spans: from {plan.file}, {counts}"
+    elif plan.source == "auto" and plan.requested == "auto":
+        message = f"sensitive spans: estimated for every record ({how}), {counts}"
+    elif plan.source == "auto":
+        message = (f"sensitive spans: the forget records have no span labels, so they were estimated ({how}), "
+                   f"{counts}; --spans FILE gives your own")
+    else:
+        message = (f"sensitive spans: {len(plan.estimate)} of {len(resolved)} forget records have no span labels; "
+                   f"theirs were estimated ({how}), the others keep their labels; {counts}")
+    provenance["message"] = message
+    for i, (rec, mask) in enumerate(zip(resolved, marked)):
+        classes = encode_qa(tokenizer, rec["question"], rec["answer"], rec.get("target_words"), max_length)["token_classes"]
+        if SENSITIVE in classes:
+            continue
+        where = f"forget record {i} (question {rec['question']!r}) has no sensitive token"
+        if mask.any():
+            fix = f"its spans lie past max_length={max_length}; raise max_length or shorten the answer"
+        elif i in plan.estimate:
+            fix = (f"no token of its answer is > {margin:g} nats likelier under the target than under the base model; "
+                   "lower the margin (--span-margin) or give its spans in a file (--spans FILE)")
+        else:
+            fix = "give it a span over at least one answer token (--spans FILE) or estimate spans (--spans auto)"
+        raise ValueError(f"{where} ({plan.source} spans), so PALU would forget nothing from it: {fix}")
+    if log is not None and (plan.source != "labels" or plan.requested):
+        log(message)
+    return resolved, provenance
+
+
+def spans_provenance(run: str | os.PathLike) -> dict[str, Any] | None:
+    """The spans' provenance an unlearned model's entry recorded (None when its loss reads no spans)."""
+    path = Path(run) / SPANS_FILE
+    if not path.is_file():
+        return None
+    return {k: v for k, v in json.loads(path.read_text()).items() if k != "records"}
+
+
 def unlearn(
     model: PreTrainedModel,
     tokenizer: Any,
@@ -293,6 +557,10 @@ def unlearn(
     progress: bool = True,
     resume: bool = True,
     callbacks: Sequence[TrainerCallback] = (),
+    spans: str | os.PathLike | None = None,
+    base: "str | BaseModel | torch.nn.Module | None" = None,
+    margin: float = DEFAULT_MARGIN,
+    log: Callable[[str], None] | None = print,
 ) -> UnlearnResult:
     """Unlearn ``benchmark.forget`` from ``model`` in place with ``cfg.method``.
 
@@ -300,10 +568,28 @@ def unlearn(
     ``output_dir`` receives epoch checkpoints; with ``resume`` a killed run restarts from the
     last complete one (:func:`~palu_perta.training.latest_complete_checkpoint`). ``callbacks`` are
     passed to the Trainer. Returns an :class:`UnlearnResult`.
+
+    For a loss that reads sensitive spans (:func:`needs_spans`: PALU) the forget records' spans are
+    resolved first by :func:`resolve_spans`: ``spans`` = "labels", "auto", a spans file, or None (labels
+    where the records have them, else estimates against ``base``, the model ``model`` was fine-tuned
+    from, with ``margin`` nats; one line to ``log`` says so). A record left with no sensitive token is a
+    ``ValueError``. The provenance goes to ``output_dir/spans.json`` and :attr:`UnlearnResult.spans`.
+    Other losses ignore these arguments.
     """
     check_hyperparameters(cfg, model.get_output_embeddings().weight.shape[0])
-    forget, retain, idk = _examples(tokenizer, benchmark, cfg)
     output_dir = Path(output_dir)
+    provenance = None
+    if needs_spans(cfg):
+        forget_records, provenance = resolve_spans(
+            benchmark.forget, tokenizer, spans, target=model, base=base, margin=margin, max_length=cfg.max_length,
+            log=log if is_main_process() else None)
+        provenance["records"] = [{"question": r["question"], "answer": r["answer"], "target_words": r["target_words"]}
+                                 for r in forget_records]
+        benchmark = dataclasses.replace(benchmark, forget=forget_records)
+        if is_main_process():
+            output_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(output_dir / SPANS_FILE, provenance)
+    forget, retain, idk = _examples(tokenizer, benchmark, cfg)
     args = training_arguments(cfg.optimiser(), output_dir, cfg.seed, progress, save_checkpoints=resume)
     dataset = PairedDataset(forget, retain, idk, cfg.seed, args.process_index)
     model.train()
@@ -324,7 +610,7 @@ def unlearn(
             trainer.dual.value = float(json.loads((checkpoint / DUAL_FILE).read_text())["value"])
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     model.eval()
-    return UnlearnResult(trainer.state.log_history, trainer.trajectory)
+    return UnlearnResult(trainer.state.log_history, trainer.trajectory, provenance)
 
 
 def unlearned_model(
@@ -336,17 +622,38 @@ def unlearned_model(
     evaluate: Callable[[PreTrainedModel], dict] | None = None,
     progress: bool = True,
     force: bool = False,
+    spans: str | os.PathLike | None = None,
+    margin: float = DEFAULT_MARGIN,
+    log: Callable[[str], None] | None = print,
 ) -> Path:
     """The directory of a cached unlearned model (``log_history.json`` and ``trajectory.json``
-    beside the weights), running :func:`unlearn` from ``target`` first if needed."""
+    beside the weights), running :func:`unlearn` from ``target`` first if needed.
+
+    ``spans`` and ``margin`` choose the sensitive spans of a loss that reads them (see :func:`unlearn`);
+    estimates compare ``target`` with the profile's model. The entry then holds ``spans.json`` (how the
+    spans were found, and the spans), and spans other than the data's labels enter the cache key, so
+    labels, estimates and a file never share an entry. A cached entry's spans line is logged again."""
     config = {"target": str(target), "forget": records_info(benchmark.source, benchmark.forget),
-              "retain": records_info(benchmark.source, benchmark.retain), "unlearn": cfg.to_dict()}
+              "retain": records_info(benchmark.source, benchmark.retain), "unlearn": cfg.to_dict(),
+              # the loss's defaults too: changing one (PDU's dual settings, IdK-DPO's 2/beta) retrains
+              "hyper": {**LOSSES[cfg.method].defaults, **cfg.hyper}}
+    plan = plan_spans(benchmark.forget, spans, margin=margin) if needs_spans(cfg) else None
+    if plan is not None and plan.source != "labels":
+        config["spans"] = plan.key(base=profile.model)
     path = entry_path("unlearned", f"{profile.name}-{cfg.method}", config)
+    if plan is not None and log is not None and not force and is_complete(path, config) and is_main_process():
+        stored = spans_provenance(path)
+        if stored and (stored["source"] != "labels" or stored.get("requested")):
+            log(f"{stored['message']} (cached run)")
 
     def train(work: Path) -> tuple[PreTrainedModel, Any, dict[str, str]]:
         model, tokenizer = load_model(str(target))
-        result = unlearn(model, tokenizer, benchmark, cfg, work, evaluate=evaluate, progress=progress)
-        return model, tokenizer, {"log_history.json": json.dumps(result.history, indent=1),
-                                  "trajectory.json": json.dumps(result.trajectory, indent=1, default=float)}
+        result = unlearn(model, tokenizer, benchmark, cfg, work, evaluate=evaluate, progress=progress, spans=spans,
+                         base=BaseModel(profile.model, profile.seed), margin=margin, log=log)
+        files = {"log_history.json": json.dumps(result.history, indent=1),
+                 "trajectory.json": json.dumps(result.trajectory, indent=1, default=float)}
+        if result.spans is not None:
+            files[SPANS_FILE] = json.dumps(result.spans, indent=1, ensure_ascii=False)
+        return model, tokenizer, files
 
     return trained_entry(path, config, train, force=force)

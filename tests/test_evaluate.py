@@ -100,6 +100,28 @@ def test_scoring_falls_back_for_models_without_cache_arguments(tiny, bench):
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
 
 
+def test_shared_scoring_passes_the_cache_without_a_deprecation(tiny, bench, monkeypatch):
+    """transformers 5.x renamed the forward's ``past_key_values`` to ``cache`` (the old name warns, and is
+    to be removed in 5.40): prompt sharing passes and reads the cache by the supported name, with no
+    warning from the keyword's decorator nor from transformers' logger, and without the fallback."""
+    import warnings
+
+    import transformers.utils.generic as generic
+
+    from palu_perta.evaluation import _cache_keyword
+
+    model, tokenizer = tiny
+    assert _cache_keyword(model) == "cache"
+    logged = []
+    monkeypatch.setattr(generic.logger, "warning_once", lambda message, *a, **k: logged.append(message))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*past_key_values.*")
+        warnings.filterwarnings("error", message=".*cannot share.*")
+        scores = score_sequences(model, _examples(tokenizer, bench)[:6], pad_id(tokenizer), batch_size=4,
+                                 progress=False)
+    assert len(scores) == 6 and not [m for m in logged if "past_key_values" in str(m)]
+
+
 def test_scoring_matches_plain_log_softmax(tiny, bench):
     model, tokenizer = tiny
     e = _examples(tokenizer, bench)[0]

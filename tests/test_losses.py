@@ -14,6 +14,7 @@ from palu_perta.losses import (
     PROMPT,
     SENSITIVE,
     DualVariable,
+    Method,
     ModelIO,
     answer_nll,
     ga_loss,
@@ -317,18 +318,49 @@ def test_me_gd_on_a_peaked_distribution():
 def test_pdu_margin_on_known_logits():
     batch = make_batch([[PROMPT, ORDINARY, ORDINARY]])
     logits = torch.tensor([[[3.0, 0, 0, 0, 1, 2], [0, 0, 0, 0, 0, 6], [9, 0, 0, 0, 0, 0]]])
-    out = pdu_loss(ModelIO(logits, batch), retain_with_nll_log2(), alpha=0.5)
+    out = pdu_loss(ModelIO(logits, batch), retain_with_nll_log2(), alpha=0.5, retain_loss_eps=0.25)
     # (3 - 1)^2 = 4 and (6 - 1)^2 = 25; the last position is dropped by the shift.
     assert out.terms["forget"] == pytest.approx(14.5)
-    assert out.loss.item() == pytest.approx(14.5 + 0.5 * LOG2)
+    assert out.terms["retain"] == pytest.approx(LOG2)  # R itself is logged, as open-unlearning does
+    # open-unlearning's gamma F + lambda (R - eps)
+    assert out.loss.item() == pytest.approx(14.5 + 0.5 * (LOG2 - 0.25))
 
 
-def test_dual_variable_update():
-    dual = DualVariable(value=1.0, step_size=0.5, eps=1.0)
-    assert dual.update(3.0) == pytest.approx(2.0)
-    assert dual.update(0.0) == pytest.approx(1.5)
-    assert dual.update(-10.0) == 0.0
-    assert dual.value == 0.0
+def test_pdu_measures_the_retain_loss_at_a_zero_dual():
+    """At lambda = 0 the retain NLL is still measured (the dual grows back from it) and adds nothing."""
+    out = pdu_loss(uniform_io(vocab=6), retain_with_nll_log2(), alpha=0.0)
+    assert out.terms["retain"] == pytest.approx(LOG2)
+    assert out.loss.item() == pytest.approx(out.terms["forget"])
+    with pytest.raises(ValueError, match="retain"):
+        pdu_loss(uniform_io(vocab=6), None, alpha=1.0)
+
+
+def test_pdu_defaults_are_open_unlearnings_tofu_recipe():
+    """[open-unlearning community/methods/PDU/run.sh, TOFU]: pref=100, dual_step_size=5, retain_loss_eps=0.3,
+    dual_warmup_epochs=5; gamma 1 [configs/trainer/PDU.yaml]."""
+    assert LOSSES["pdu"].defaults == {"gamma": 1.0, "alpha": 100.0, "retain_loss_eps": 0.3, "dual_step_size": 5.0,
+                                      "dual_warmup_epochs": 5}
+    dual = DualVariable()
+    assert (dual.value, dual.step_size, dual.eps, dual.warmup_epochs) == (100.0, 5.0, 0.3, 5)
+
+
+def test_dual_variable_updates_by_hand():
+    """lambda <- max(0, lambda + eta (R - eps)) once the warm-up epochs are complete, as open-unlearning's
+    PDU: its updates start after the end of the epoch where state.epoch >= dual_warmup_epochs."""
+    dual = DualVariable(value=10.0, step_size=2.0, eps=0.5, warmup_epochs=1)
+    assert dual.update(3.0, epoch=0.0) == 10.0  # warm-up: epoch 1 not complete, R ignored
+    assert dual.update(3.0, epoch=0.75) == 10.0
+    assert dual.update(3.0, epoch=1.0) == pytest.approx(15.0)  # 10 + 2 (3 - 0.5)
+    assert dual.update(0.25, epoch=1.5) == pytest.approx(14.5)  # R < eps: the dual shrinks, 15 + 2 (0.25 - 0.5)
+    assert dual.update(0.5, epoch=1.75) == pytest.approx(14.5)  # R = eps: unchanged
+    dual.value = 0.4
+    assert dual.update(0.0, epoch=3.0) == 0.0  # max(0, 0.4 + 2 (0 - 0.5)) = max(0, -0.6)
+    assert dual.update(1.0, epoch=3.0) == pytest.approx(1.0)  # and back up: 0 + 2 (1 - 0.5)
+    no_warmup = DualVariable(value=1.0, step_size=0.5, eps=1.0, warmup_epochs=0)
+    assert no_warmup.update(3.0, epoch=0.0) == pytest.approx(2.0)  # from the first step
+    assert no_warmup.update(0.0, epoch=0.1) == pytest.approx(1.5)
+    zero_eps = DualVariable(value=1.0, step_size=1.0, eps=0.0, warmup_epochs=0)
+    assert [zero_eps.update(r, 0.0) for r in (0.5, 0.25)] == [1.5, 1.75]  # eps = 0: it can only grow
 
 
 def test_undial_at_the_reference_with_beta_zero_is_the_reference_entropy():
@@ -355,11 +387,28 @@ def test_idk_nll():
     assert out.loss.item() == pytest.approx(math.log(6) + LOG2)
 
 
-def test_idk_dpo_at_the_reference_is_log_two():
+def test_idk_dpo_at_the_reference_is_two_over_beta_log_two():
     forget, idk = random_io(RANDOM_CLASSES, seed=1), random_io(RANDOM_CLASSES, seed=2)
     for io in (forget, idk):
         io.ref_logits = io.logits.detach().clone()
-    assert idk_dpo_loss(forget, None, idk=idk, alpha=0.0).loss.item() == pytest.approx(LOG2)
+    assert idk_dpo_loss(forget, None, idk=idk, alpha=0.0).loss.item() == pytest.approx(20 * LOG2)  # beta 0.1
+    assert idk_dpo_loss(forget, None, idk=idk, beta=0.5, alpha=0.0).loss.item() == pytest.approx(4 * LOG2)
+
+
+def test_idk_dpo_forget_term_by_hand():
+    """open-unlearning's compute_dpo_loss: -(2/beta) log sigmoid(beta (r_idk - r_forget)), r = log pi - log pi_ref."""
+    forget, idk = uniform_io(vocab=4, answer_tokens=1), uniform_io(vocab=4, answer_tokens=1)
+    forget.ref_logits, idk.ref_logits = torch.zeros_like(forget.logits), torch.zeros_like(idk.logits)
+    # pi(y) = 1/4, pi_ref(y) = 3/6: r_forget = log(1/4) - log(1/2) = -log 2
+    forget.ref_logits[0, 0, forget.batch["labels"][0, 1]] = math.log(3)
+    idk.logits[0, 0, idk.batch["labels"][0, 1]] = math.log(3)  # pi(idk) = 1/2, pi_ref(idk) = 1/4: r_idk = log 2
+    # beta (r_idk - r_forget) = beta 2 log 2; at beta = 0.5, sigmoid(log 2) = 2/3
+    assert idk_dpo_loss(forget, None, idk=idk, beta=0.5, alpha=0.0).terms["forget"] == pytest.approx(4 * math.log(1.5))
+    default = idk_dpo_loss(forget, retain_with_nll_log2(), idk=idk)  # beta 0.1, gamma 1, alpha 1
+    s = 2 ** 0.2 / (1 + 2 ** 0.2)  # sigmoid(0.1 * 2 log 2)
+    assert default.terms["forget"] == pytest.approx(-20 * math.log(s))
+    assert default.loss.item() == pytest.approx(-20 * math.log(s) + LOG2)
+    assert LOSSES["idk_dpo"].defaults == {"beta": 0.1, "gamma": 1.0, "alpha": 1.0}  # [configs/trainer/DPO.yaml]
 
 
 def test_idk_dpo_prefers_the_refusal():
@@ -434,6 +483,10 @@ def test_registry():
     assert LOSSES["npo"].needs_reference and not LOSSES["ga"].needs_retain
     assert LOSSES["palu"].defaults["top_k"] == 50
     assert "idk" not in LOSSES["idk_dpo"].defaults  # required keyword, no default
+    # every retain term is the answer NLL: no loss reads the reference's logits on the retain batch
+    assert not any(m.reference_on_retain for m in LOSSES.values())
+    with pytest.raises(ValueError, match="reference_on_retain"):
+        Method("kl_retain", graddiff_loss, needs_reference=False, needs_retain=True, reference_on_retain=True)
 
 
 # ----------------------------------------------------------------------------- argument errors
@@ -494,6 +547,11 @@ def test_missing_inputs_raise():
         (lambda io: pdu_loss(io, None, alpha=-0.1), "alpha"),
         (lambda io: onset_mask(io.batch["token_classes"], 0), "first_n"),
         (lambda io: DualVariable(step_size=0.0), "step_size"),
+        (lambda io: DualVariable(eps=-0.1), "eps"),
+        (lambda io: DualVariable(warmup_epochs=-1), "warmup_epochs"),
+        (lambda io: pdu_loss(io, None, alpha=0.0, retain_loss_eps=-1.0), "retain_loss_eps"),
+        (lambda io: pdu_loss(io, None, alpha=0.0, dual_step_size=0.0), "dual_step_size"),
+        (lambda io: pdu_loss(io, None, alpha=0.0, dual_warmup_epochs=-1), "dual_warmup_epochs"),
     ],
 )
 def test_baseline_argument_errors(call, name):

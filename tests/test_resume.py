@@ -70,7 +70,9 @@ def test_same_configuration_is_bit_identical(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
 
 
-METHOD_HYPER = {"palu": {"top_k": 5, "first_n": 2}, "pdu": {}}
+# PDU: a warm-up of 1 epoch (of 4), so the dual moves in epoch 2, before the kill, and after the resume
+METHOD_HYPER = {"palu": {"top_k": 5, "first_n": 2},
+                "pdu": {"alpha": 1.0, "dual_step_size": 1.0, "retain_loss_eps": 0.3, "dual_warmup_epochs": 1}}
 UNLEARN_CFG = dict(method="palu", hyper=METHOD_HYPER["palu"], epochs=4, learning_rate=2e-3, batch_size=2,
                    per_device_batch_size=2, bf16=False, warmup_ratio=0.0, max_length=96, eval_epochs=(1, 2, 3, 4))
 
@@ -221,6 +223,8 @@ def test_a_pdu_run_killed_while_writing_a_checkpoint_resumes_from_the_complete_o
     assert len(losses[0]) == 8
     torch.testing.assert_close(torch.tensor(losses[0]), torch.tensor(losses[1]), rtol=0, atol=1e-5)
     _assert_same_weights(resumed, straight)
+    duals = [[h["dual_alpha"] for h in r.history if "dual_alpha" in h] for r in (resumed_result, straight_result)]
+    assert duals[0] == duals[1] and duals[1][:2] == [1.0, 1.0] and len(set(duals[1][2:])) == 6  # warm-up: epoch 1
     assert [t["epoch"] for t in resumed_result.trajectory] == [1, 2, 3, 4]
     torch.testing.assert_close(torch.tensor([t["probe"] for t in resumed_result.trajectory]),
                                torch.tensor([t["probe"] for t in straight_result.trajectory]), rtol=1e-9, atol=1e-6)
