@@ -109,7 +109,7 @@ def run(case: Case) -> Outcome:
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
                 code = cli.main(argv)
             written = sorted(str(p.relative_to(directory)) for p in set(directory.rglob("*")) - before
-                             if p.is_file() and not p.name.endswith(".lock"))
+                             if p.is_file())
         finally:
             os.chdir(old_cwd)
             if old_env is None:
