@@ -358,8 +358,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     Errors the user can fix (bad paths, mismatched retain results...) print one line, exit 2.
     """
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    hide = getattr(args, "no_progress", False) and transformers_logging.is_progress_bar_enabled()
+    if hide:  # the weight-loading and download bars of transformers too
+        transformers_logging.disable_progress_bar()
     try:
         return COMMANDS[args.command].run(args)
     except (ValueError, FileNotFoundError, PermissionError, ModuleNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if hide:
+            transformers_logging.enable_progress_bar()

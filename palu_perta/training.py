@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
 
 from .artifacts import atomic_dir, build_lock, entry_path, is_complete
 from .config import FinetuneConfig, Profile
@@ -97,6 +98,14 @@ def use_bf16(requested: bool) -> bool:
                       "which is far faster here than emulated bf16", stacklevel=2)
         use_bf16.warned = True  # type: ignore[attr-defined]
     return False
+
+
+def quiet(trainer: Trainer, progress: bool) -> Trainer:
+    """Without ``progress`` the Trainer prints nothing: with its bar disabled it would print every logged
+    step's losses instead (its ``PrinterCallback``); the log history keeps them. Returns ``trainer``."""
+    if not progress:
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def training_arguments(cfg: FinetuneConfig, output_dir: Path, seed: int, progress: bool, save_checkpoints: bool) -> TrainingArguments:
@@ -228,6 +237,7 @@ def finetune(
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
+    quiet(trainer, progress)
     checkpoint = latest_complete_checkpoint(output_dir) if resume else None
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

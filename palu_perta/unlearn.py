@@ -37,8 +37,8 @@ from .losses import LOSSES, DualVariable, Method, ModelIO
 from .models import load_model
 from .spans import DEFAULT_MARGIN
 from .tokenization import SENSITIVE, Collator, encode_qa, encode_records, pad_id
-from .training import (check_finite, is_main_process, latest_complete_checkpoint, records_info, trained_entry,
-                       training_arguments)
+from .training import (check_finite, is_main_process, latest_complete_checkpoint, quiet, records_info,
+                       trained_entry, training_arguments)
 
 METHODS = tuple(LOSSES)
 
@@ -598,6 +598,7 @@ def unlearn(
         processing_class=tokenizer, unlearn_config=cfg, evaluate_fn=evaluate, callbacks=list(callbacks),
     )
     trainer.add_callback(_EpochCallback(dataset, trainer))
+    quiet(trainer, progress)
     checkpoint = (latest_complete_checkpoint(output_dir, required=(DUAL_FILE,) if trainer.dual is not None else ())
                   if resume else None)
     if checkpoint is not None:
