@@ -41,7 +41,8 @@ from .interop import (
     retain_reference_from_open_unlearning,
     to_open_unlearning,
 )
-from .tokenization import IGNORE_INDEX, Collator, check_tokenizer, encode_qa, pad_id, prompt_batch, prompt_text
+from .tokenization import (IGNORE_INDEX, Collator, check_tokenizer, encode_qa, pad_id, prompt_batch, prompt_text,
+                           truncate)
 
 # bf16 autocast, measured on SmolLM2-135M-Instruct over the cpu profile's synthetic benchmark
 # (synthetic_benchmark(20, 10, "forget10", 2)), fp32 vs bf16: the full suite ran 1.5x faster
@@ -63,6 +64,11 @@ PARAPHRASED_SPLITS = QA_SPLITS + (NEIGHBOUR,)
 PREFIX = {"forget": "forget", "retain": "retain", "real_authors": "ra", "world_facts": "wf", NEIGHBOUR: NEIGHBOUR}
 NEIGHBOUR_KEYS = tuple(f"{NEIGHBOUR}_{k}" for k in ("Q_A_Prob", "Q_A_PARA_Prob", "Q_A_PERT_Prob", "Q_A_ROUGE",
                                                      "rouge1_recall", "rougeL_f1", "Truth_Ratio"))
+# Scoring memory grows with the square of a sequence's length: an answer of 100,000 characters asked for
+# 11.5 GB. Longer sequences are scored on their first tokens, with a warning. The longest of TOFU's scored
+# sequences (every split, answers, paraphrases and perturbed answers) is 162 tokens with SmolLM2's chat
+# template [measured], so no benchmark answer is cut.
+MAX_SCORED_TOKENS = 1024
 MIA_KEYS = ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus")
 
 
@@ -536,8 +542,14 @@ def _score_requests(tokenizer: Any, data: dict[str, list[dict]]) -> tuple[list[d
     seqs: list[dict] = []
     where: dict[tuple[str, int, str], Any] = {}
 
+    cut: list[int] = []
+
     def add(question: str, answer: str) -> int:
-        seqs.append(encode_qa(tokenizer, question, answer))
+        example = encode_qa(tokenizer, question, answer)
+        kept = truncate(example, MAX_SCORED_TOKENS)
+        if len(kept["input_ids"]) < len(example["input_ids"]):
+            cut.append(len(example["input_ids"]) - len(kept["input_ids"]))
+        seqs.append(kept)
         return len(seqs) - 1
 
     for name, records in data.items():
@@ -547,6 +559,10 @@ def _score_requests(tokenizer: Any, data: dict[str, list[dict]]) -> tuple[list[d
                 where[name, i, "paraphrase"] = add(rec["question"], rec["paraphrased_answer"])
             if name != "holdout":
                 where[name, i, "perturbed"] = [add(rec["question"], w) for w in rec["perturbed_answer"]]
+    if cut:
+        warnings.warn(f"{len(cut)} answers are longer than {MAX_SCORED_TOKENS} tokens with their prompt: their "
+                      f"probabilities are scored on the first {MAX_SCORED_TOKENS} tokens only ({sum(cut)} tokens "
+                      "cut), so memory stays bounded. Shorten those answers for exact numbers.", stacklevel=3)
     return seqs, where
 
 

@@ -10,6 +10,7 @@ span, mapped through the fast tokenizer's character offsets).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,17 +70,24 @@ def encode_qa(
     enc = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
     answer_ids = list(enc["input_ids"]) + [tokenizer.eos_token_id]
     classes = token_classes_from_spans(enc["offset_mapping"], target_words) + [ORDINARY]
-    if max_length is not None:
-        room = max_length - len(prompt_ids)
-        if room < 1:
-            raise ValueError(f"the prompt alone has {len(prompt_ids)} tokens, more than max_length={max_length}")
-        answer_ids, classes = answer_ids[:room], classes[:room]
-    return {
+    example = {
         "input_ids": prompt_ids + answer_ids,
         "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids,
         "token_classes": [PROMPT] * len(prompt_ids) + classes,
         "prompt_length": len(prompt_ids),
     }
+    return truncate(example, max_length)
+
+
+def truncate(example: dict[str, Any], max_length: int | None) -> dict[str, Any]:
+    """``example`` (from :func:`encode_qa`) cut to ``max_length`` tokens at the answer's end, never into the
+    prompt (a prompt longer than ``max_length`` is a ValueError)."""
+    if max_length is None or len(example["input_ids"]) <= max_length:
+        return example
+    if example["prompt_length"] >= max_length:
+        raise ValueError(f"the prompt alone has {example['prompt_length']} tokens, more than max_length={max_length}")
+    return {**{k: v[:max_length] for k, v in example.items() if isinstance(v, list)},
+            "prompt_length": example["prompt_length"]}
 
 
 def encode_records(
@@ -88,13 +96,21 @@ def encode_records(
     max_length: int | None = None,
     answer_key: str = "answer",
 ) -> list[dict[str, list[int]]]:
-    """``encode_qa`` over records (``answer_key`` picks the answer field, e.g. a paraphrase)."""
+    """``encode_qa`` over records (``answer_key`` picks the answer field, e.g. a paraphrase). Answers that
+    ``max_length`` cuts are counted and reported in one warning (how many records, how many tokens)."""
     check_tokenizer(tokenizer)
     spans_apply = answer_key == "answer"
-    return [
-        encode_qa(tokenizer, r["question"], r[answer_key], r.get("target_words") if spans_apply else None, max_length)
-        for r in records
-    ]
+    full = [encode_qa(tokenizer, r["question"], r[answer_key], r.get("target_words") if spans_apply else None)
+            for r in records]
+    examples = [truncate(e, max_length) for e in full]
+    cut = [(i, len(f["input_ids"]) - len(e["input_ids"])) for i, (f, e) in enumerate(zip(full, examples))
+           if len(e["input_ids"]) < len(f["input_ids"])]
+    if cut:
+        warnings.warn(f"max_length={max_length} cuts the end of {len(cut)} of {len(records)} answers "
+                      f"({sum(n for _, n in cut)} tokens in all; the longest loses {max(n for _, n in cut)}, "
+                      f"record {max(cut, key=lambda c: c[1])[0]}): those tokens are not trained on. Raise "
+                      "max_length or shorten the answers.", stacklevel=2)
+    return examples
 
 
 @dataclass
