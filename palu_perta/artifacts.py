@@ -84,19 +84,26 @@ def is_complete(path: Path, config: dict[str, Any]) -> bool:
             and stored.get("palu_perta") == __version__)
 
 
-def _check_writable(directory: Path) -> None:
+def _check_writable(directory: Path, entry: Path | None = None) -> None:
+    """``directory`` exists (created if needed) and can be written, else a one-line PermissionError; with
+    ``entry`` (a cache entry about to be built there) the error names the entry and how to get it."""
+    problem = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as err:
+        problem = f"cannot be created ({err.strerror})"
+    if problem is None and not os.access(directory, os.W_OK):
+        problem = "is read-only"
+    if problem is None:
+        return
+    if entry is not None:
         raise PermissionError(
-            f"cannot create the artifacts directory {directory}: {err.strerror}. "
-            "Set PALU_PERTA_ARTIFACTS to a writable directory."
-        ) from err
-    if not os.access(directory, os.W_OK):
-        raise PermissionError(
-            f"the artifacts directory {directory} is read-only. "
-            "Set PALU_PERTA_ARTIFACTS to a writable directory."
+            f"the cache entry {entry.parent.name}/{entry.name} is missing and the directory {directory} {problem} "
+            "(a shared cache?): build it where that cache is writable (run the same notebook or command there), "
+            "or set PALU_PERTA_ARTIFACTS to a writable directory (a copy of the shared cache keeps its entries)"
         )
+    raise PermissionError(f"the directory {directory} {problem}; set PALU_PERTA_ARTIFACTS (or PALU_PERTA_RESULTS "
+                          "for study results) to a writable directory")
 
 
 def check_output_dir(path: str | os.PathLike) -> Path:
@@ -125,7 +132,7 @@ def atomic_dir(path: Path, config: dict[str, Any] | None = None, overwrite: bool
     completed the same entry meanwhile, its copy is kept unless ``overwrite``.
     """
     path = Path(path)
-    _check_writable(path.parent)
+    _check_writable(path.parent, entry=path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700: a cache shared by a class must be readable by its users
     try:
@@ -161,7 +168,7 @@ def build_lock(path: Path) -> Iterator[None]:
         yield
         return
     path = Path(path)
-    _check_writable(path.parent)
+    _check_writable(path.parent, entry=path)
     with open(path.parent / f".{path.name}.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from palu_perta.artifacts import atomic_dir, cached, entry_path, is_complete
+from palu_perta.artifacts import atomic_dir, atomic_write_text, build_lock, cached, entry_path, is_complete
 from palu_perta.config import FinetuneConfig, get_profile
 from palu_perta.data import synthetic_benchmark
 from palu_perta.models import load_model
@@ -78,10 +78,18 @@ def test_read_only_artifacts_directory_is_named(tmp_path, monkeypatch):
         real_access = os.access
         monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == ro else real_access(p, mode, **kw))
     try:
-        with pytest.raises(PermissionError, match=r"the artifacts directory .*ro is read-only\. Set PALU_PERTA_ARTIFACTS"):
+        # a missing entry of a read-only (shared) cache: the entry, and how to get it
+        with pytest.raises(PermissionError, match=r"the cache entry ro/x is missing and the directory .*ro is "
+                                                  r"read-only \(a shared cache\?\): build it where that cache is "
+                                                  r"writable .* or set PALU_PERTA_ARTIFACTS"):
             with atomic_dir(ro / "x", {"a": 1}):
                 raise AssertionError("the build must not start")
-        assert list(ro.iterdir()) == []  # nothing written
+        with pytest.raises(PermissionError, match=r"the cache entry ro/y is missing"):
+            with build_lock(ro / "y"):
+                raise AssertionError("the build must not start")
+        with pytest.raises(PermissionError, match=r"the directory .*ro is read-only; set PALU_PERTA_ARTIFACTS"):
+            atomic_write_text(ro / "z.txt", "x")
+        assert list(ro.iterdir()) == []  # nothing written, not even a lock file
     finally:
         ro.chmod(0o700)
 
