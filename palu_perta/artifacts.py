@@ -77,7 +77,7 @@ def is_complete(path: Path, config: dict[str, Any]) -> bool:
         return False
     try:
         stored = json.loads(record.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, OSError):  # unreadable, or moved away by another builder meanwhile
         return False
     root = Path(path).parent.parent  # <root>/<kind>/<entry>
     return (_canonical(stored.get("config", {}), root) == _canonical(config, root)
@@ -140,15 +140,35 @@ def atomic_dir(path: Path, config: dict[str, Any] | None = None, overwrite: bool
         if config is not None:
             record = {"config": portable(config, path.parent.parent), "palu_perta": __version__}
             (tmp / CONFIG_FILE).write_text(json.dumps(record, indent=1, default=str))
-        if not overwrite and config is not None and is_complete(path, config):
-            shutil.rmtree(tmp)  # another process finished the same entry first: keep theirs
-            return
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        _install(tmp, path, config, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _install(tmp: Path, path: Path, config: dict[str, Any] | None, overwrite: bool, attempts: int = 20) -> None:
+    """Rename the finished ``tmp`` to ``path``, tolerating other builders of the same entry: when one of them
+    has installed a complete entry with this configuration, theirs is kept and ``tmp`` discarded (unless
+    ``overwrite``); anything else at ``path`` (a stale entry, an unfinished one) is first moved aside under a
+    unique name, atomically, then deleted, so no two processes ever delete or fill the same folder."""
+    for _ in range(attempts):
+        if not overwrite and config is not None and is_complete(path, config):
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same entry first: keep theirs
+            return
+        try:
+            os.replace(tmp, path)  # atomic; fails when path is a non-empty folder
+            return
+        except OSError:
+            if path.exists() and not path.is_dir():
+                raise
+        aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+        try:
+            os.replace(path, aside / "entry")  # whoever wins this rename deletes the old folder
+        except FileNotFoundError:
+            pass  # another builder moved it first
+        shutil.rmtree(aside, ignore_errors=True)
+    raise OSError(f"could not install the cache entry {path} after {attempts} attempts: other processes keep "
+                  "replacing it; run one builder at a time")
 
 
 @contextlib.contextmanager

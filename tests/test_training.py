@@ -280,3 +280,42 @@ def test_replay_trains_on_the_starting_models_own_answers(tiny, tmp_path, monkey
     from palu_perta.perta import perta_config
 
     assert perta_config(profile).reinforce.replay == 0  # theta_ft is trained on the forget set alone
+
+
+def test_concurrent_builders_of_one_entry_all_succeed(tmp_path):
+    """Issue 22: builders of a lock-free entry (evaluations, task vectors, importance maps) that finish at once
+    collided with `OSError: [Errno 39] Directory not empty`. Now every builder returns, one complete entry
+    stays, and no temporary folder is left behind."""
+    import threading
+
+    from palu_perta.artifacts import CONFIG_FILE
+
+    config = {"entry": 1}
+    errors: list[BaseException] = []
+    for round_ in range(20):
+        path = tmp_path / "kind" / f"entry-{round_}"
+        (path.parent).mkdir(exist_ok=True)
+        if round_ % 2:  # a stale entry (another configuration) in the way
+            path.mkdir()
+            (path / "old").write_text("stale")
+        barrier = threading.Barrier(6)
+
+        def build(index: int) -> None:
+            try:
+                with atomic_dir(path, config) as tmp:
+                    for i in range(20):
+                        (tmp / f"part-{i}").write_text(str(index))
+                    barrier.wait()  # everyone installs at the same moment
+            except BaseException as err:  # noqa: BLE001 - collected for the assertion
+                errors.append(err)
+
+        threads = [threading.Thread(target=build, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert is_complete(path, config) and (path / CONFIG_FILE).is_file()
+        assert len({(path / f"part-{i}").read_text() for i in range(20)}) == 1  # one builder's files, whole
+        assert not (path / "old").exists()
+    assert sorted(p.name for p in (tmp_path / "kind").iterdir()) == sorted(f"entry-{r}" for r in range(20))
