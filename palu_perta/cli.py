@@ -58,7 +58,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {"forget_split": args.forget_split} if args.forget_split else {}
     profile = get_profile(args.profile, **overrides)
     check_output_dir(args.out)  # before the model is loaded and evaluated
-    benchmark = load_benchmark(profile, args.data)
+    benchmark = load_benchmark(profile, args.data, group_by=args.group_by)
+    if benchmark.info.get("grouping"):
+        print(benchmark.info["grouping"])  # how the records were grouped, what was kept
     model, tokenizer = load_model(args.model)
     result = evaluate(
         model,
@@ -85,7 +87,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default=None, help="smoke | cpu | paper (default: $PALU_PERTA_PROFILE or cpu)")
     parser.add_argument("--data", default=None,
-                        help="'synthetic', 'tofu' or a directory of TOFU-format JSON (default: the profile's)")
+                        help="'synthetic', 'tofu' or a directory of TOFU-format JSON (default: the profile's). A "
+                             "directory of your own is used whole (the profile's author counts shape only the "
+                             "synthetic data and TOFU itself)")
+    parser.add_argument("--group-by", default=None, metavar="FIELD",
+                        help="the field of your records that groups them into authors, organisations... (default: "
+                             "'author'; TOFU itself comes in blocks of 20 QA pairs)")
     parser.add_argument("--forget-split", default=None, choices=["forget01", "forget05", "forget10"],
                         help="default: the profile's")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -94,12 +101,16 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
 def _profile_and_benchmark(args: argparse.Namespace) -> tuple[Any, Any]:
     from .config import get_profile
     from .data import load_benchmark
+    from .training import is_main_process
 
     overrides: dict[str, Any] = {"forget_split": args.forget_split} if args.forget_split else {}
     if args.data:
         overrides["data"] = args.data
     profile = get_profile(args.profile, **overrides)
-    return profile, load_benchmark(profile)
+    bench = load_benchmark(profile, group_by=args.group_by)
+    if bench.info.get("grouping") and is_main_process():
+        print(bench.info["grouping"])  # how the records were grouped, what was kept: once per run
+    return profile, bench
 
 
 def _finetune_arguments(parser: argparse.ArgumentParser) -> None:

@@ -43,6 +43,34 @@ def _broken_tofu(directory: Path) -> None:
     (directory / "mydata" / "retain_perturbed.json").write_text('[{"question": "q", "answer": "a",}]')
 
 
+def _own_data(directory: Path, edit: Callable[[str, list[dict]], list[dict]]) -> None:
+    """A directory of one's own records (written as TOFU-format files), each file's records passed through
+    ``edit(file name, records)``."""
+    import json
+
+    from palu_perta.data import synthetic_benchmark, write_tofu_dir
+
+    bench = synthetic_benchmark(n_authors=6, qa_per_author=6, n_holdout_authors=1, n_world_facts=8)
+    folder = write_tofu_dir(bench, directory / "mydata")
+    for path in sorted(folder.glob("*.json")):
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in edit(path.stem, records)) + "\n",
+                        encoding="utf-8")
+
+
+def _ungrouped(directory: Path) -> None:
+    _own_data(directory, lambda name, records: [{k: v for k, v in r.items() if k != "author"} for r in records])
+
+
+def _two_answers(directory: Path) -> None:
+    def ask_again(name: str, records: list[dict]) -> list[dict]:
+        if name == "retain90":
+            records[4] = {**records[4], "question": records[0]["question"]}
+        return records
+
+    _own_data(directory, ask_again)
+
+
 def _a_file(directory: Path) -> None:
     (directory / "a_file").write_text("not a directory")
 
@@ -76,6 +104,8 @@ CASES = (
     Case("a data directory that does not exist", ("evaluate", "--model", "tiny", "--data", "/no/such/dir",
                                                   "--out", "out")),
     Case("a data file that is not valid JSON", ("finetune", "--data", "mydata"), _broken_tofu),
+    Case("a directory without a grouping field", ("finetune", "--data", "mydata"), _ungrouped),
+    Case("the same question with two answers", ("finetune", "--data", "mydata"), _two_answers),
     Case("a negative `--lambda`", ("tv", "--lambda", "-1", "--out", "out")),
     Case("a `--lambda` that is not a number", ("perta", "--lambda", "half", "--out", "out")),
     Case("an unknown study grid", ("study", "--grid", "huge")),

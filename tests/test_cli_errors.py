@@ -129,12 +129,12 @@ def test_a_broken_data_file_is_named(name, text, words, no_work, capsys):
 
 
 def test_no_progress_prints_no_step_losses_or_loading_bars(tmp_path, capfd, monkeypatch):
-    """``--no-progress``: nothing but the result line (issue 22: every step's loss and the weight-loading bars
-    were printed). The Trainer's log history keeps the losses."""
+    """``--no-progress``: nothing but the data's grouping line and the result line (issue 22: every step's loss
+    and the weight-loading bars were printed). The Trainer's log history keeps the losses."""
     monkeypatch.setenv("PALU_PERTA_ARTIFACTS", str(tmp_path / "artifacts"))
     assert cli.main(["finetune", "--profile", "smoke", "--role", "retain", "--no-progress"]) == 0
     out, err = capfd.readouterr()
     assert "'loss'" not in out + err and "Loading weights" not in out + err, (out + err)[-2000:]
-    assert out.strip().startswith("retain: ")
+    assert [line.split(": ")[0] for line in out.strip().splitlines()] == ["data", "retain"], out  # grouping, result
     history = json.loads(next((tmp_path / "artifacts").rglob("log_history.json")).read_text())
     assert any("loss" in row for row in history)

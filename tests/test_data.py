@@ -102,7 +102,9 @@ def test_own_tofu_format_directory_round_trips(tmp_path):
 
 
 def _copy_tofu(tofu_dir, tmp_path, forget="forget01"):
-    for name in [forget, f"{forget}_perturbed", f"{forget}_spans", "retain99", "retain_perturbed",
+    """A copy of TOFU's files; with its full.json (4,000 records, no author field), so it is TOFU itself
+    (``is_tofu``): authors in blocks of 20."""
+    for name in ["full", forget, f"{forget}_perturbed", f"{forget}_spans", "retain99", "retain_perturbed",
                  "real_authors_perturbed", "world_facts_perturbed"]:
         shutil.copy(tofu_dir / f"{name}.json", tmp_path / f"{name}.json")
     return tmp_path

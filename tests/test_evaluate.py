@@ -226,7 +226,7 @@ def test_cli_evaluate(tmp_path, capsys, monkeypatch, bench, result):
     import palu_perta.data
 
     asked = []
-    monkeypatch.setattr(palu_perta.data, "load_benchmark", lambda profile, data: asked.append((profile, data)) or bench)
+    monkeypatch.setattr(palu_perta.data, "load_benchmark", lambda profile, data, group_by=None: asked.append((profile, data)) or bench)
     out = tmp_path / "cli"
     code = cli.main(["evaluate", "--model", "tiny", "--data", "synthetic", "--profile", "smoke",
                      "--forget-split", "forget05", "--max-new-tokens", "2", "--out", str(out), "--no-progress"])
