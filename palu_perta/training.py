@@ -35,7 +35,20 @@ ROLES = ("target", "retain", "reinforced")
 REPLAY_FILE = "replay.json"  # the replay records a fine-tune trained on, kept beside the model
 
 
-class GuardedTrainer(Trainer):
+class TiedResume:
+    """Trainer mixin: resuming a model whose output layer is tied to its embeddings (SmolLM2, the tiny
+    model) does not warn that ``lm_head.weight`` is missing from the checkpoint: it is the embedding
+    matrix, saved once under its own name, and is tied again after the load."""
+
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        missing = set(load_result.missing_keys)
+        if missing == {"lm_head.weight"} and getattr(self.model.config, "tie_word_embeddings", False):
+            self.model.tie_weights()
+            load_result = load_result._replace(missing_keys=[])
+        super()._issue_warnings_after_load(load_result)
+
+
+class GuardedTrainer(TiedResume, Trainer):
     """A Trainer that stops on a NaN or infinite loss, naming the step and the batch."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102

@@ -37,8 +37,8 @@ from .losses import LOSSES, DualVariable, Method, ModelIO
 from .models import load_model
 from .spans import DEFAULT_MARGIN
 from .tokenization import SENSITIVE, Collator, encode_qa, encode_records, pad_id
-from .training import (check_finite, is_main_process, latest_complete_checkpoint, quiet, records_info,
-                       trained_entry, training_arguments)
+from .training import (TiedResume, check_finite, is_main_process, latest_complete_checkpoint, quiet,
+                       records_info, trained_entry, training_arguments)
 
 METHODS = tuple(LOSSES)
 
@@ -178,7 +178,7 @@ class _EpochCallback(TrainerCallback):
             atomic_write_json(Path(args.output_dir) / "trajectory.json", self.trainer.trajectory)
 
 
-class UnlearningTrainer(Trainer):
+class UnlearningTrainer(TiedResume, Trainer):
     """A Trainer whose loss is one of :data:`palu_perta.losses.LOSSES`.
 
     ``inputs`` are ``{"forget": batch, "retain": batch[, "idk": batch]}``; the reference model

@@ -54,7 +54,26 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert [p.name for p in work.glob("checkpoint-*")] == ["checkpoint-4"]  # epoch 2 of 4
 
-    resumed, resumed_losses = _train(work)
+    import logging
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    collect = Collect()
+    library = logging.getLogger("transformers")  # every transformers logger reports to it
+    library.addHandler(collect)
+    try:
+        resumed, resumed_losses = _train(work)
+    finally:
+        library.removeHandler(collect)
+    # the tied output layer is tied again, without a warning that lm_head.weight is missing (issue 22)
+    assert not [m for m in collect.messages if "missing keys" in m], collect.messages
+    assert resumed.lm_head.weight.data_ptr() == resumed.model.embed_tokens.weight.data_ptr()
     straight, straight_losses = _train(tmp_path / "straight", resume=False)
     # the restored log holds epochs 1-2 from before the kill, then the resumed epochs 3-4
     assert len(resumed_losses) == 8
