@@ -212,7 +212,7 @@ def _killed_mid_save(work, kind):
 
 def _assert_same_weights(a, b):
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
-        torch.testing.assert_close(x, y, rtol=0, atol=1e-6, msg=name)
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)  # bit-identical
 
 
 def test_a_kill_while_writing_a_checkpoint_resumes_from_the_complete_one(tmp_path):
