@@ -214,6 +214,8 @@ def at_matched_forgetting(frame: pd.DataFrame) -> pd.DataFrame:
     keyed = "cell" in frame.columns and "point" in frame.columns
     rows = []
     for (setting, split), group in frame.groupby(["setting", "forget_split"]):
+        if not {"retain", "target"} <= set(group["method"]):
+            continue  # a study in progress: no curve is placed before both reference models are evaluated
         retain = group[group["method"] == "retain"].iloc[0]
         target = group[group["method"] == "target"].iloc[0]
         threshold = retain["forget_rouge"]
@@ -240,7 +242,9 @@ def at_matched_forgetting(frame: pd.DataFrame) -> pd.DataFrame:
                                    point_after=keys[i][1])
                     break
             rows.append(row)
-    return pd.DataFrame(rows)
+    columns = ["setting", "forget_split", "label", "kind", "seed", "threshold", "reached", "x", *carried, "share",
+               "x_before", "x_after", *(("cell_before", "point_before", "cell_after", "point_after") if keyed else ())]
+    return pd.DataFrame(rows, columns=columns)  # the columns even when no curve is placed yet
 
 
 def matched_summary(matched: pd.DataFrame) -> pd.DataFrame:
@@ -363,7 +367,8 @@ def tables_markdown(name: str, frame: pd.DataFrame, best: pd.DataFrame, matched:
     seeds = sorted(frame.loc[frame["kind"] != "reference", "seed"].unique())
     n_forget = int(frame["n_forget"].iloc[0])
     lines = [f"# Study `{name}`", "",
-             f"{len(frame)} evaluated models; seeds {', '.join(map(str, seeds))}; {n_forget} forget answers per "
+             f"{len(frame)} evaluated models; seeds {', '.join(map(str, seeds)) or '(no method cell yet)'}; "
+             f"{n_forget} forget answers per "
              f"forget set. Intervals: 95 %, Student-t over seeds (none with one seed); reference models: "
              f"bootstrap over items.", ""]
     lines += ["## Best forget quality per method (as the papers report it)", "",
@@ -393,8 +398,12 @@ def tables_markdown(name: str, frame: pd.DataFrame, best: pd.DataFrame, matched:
     lines += ["", "## Collateral damage at matched forgetting", ""]
     neighbour = collateral is not None and len(collateral) and (collateral["split"] == NEIGHBOUR).any()
     if not neighbour:
-        lines.append("No neighbour items in these results (evaluated before the neighbour split existed): "
-                     "no collateral-damage table.")
+        if "neighbour_rouge" in frame.columns and frame["neighbour_rouge"].notna().any():
+            lines.append("No method has been placed at matched forgetting yet (a study in progress: the reference "
+                         "models and at least one method cell are needed): no collateral-damage table.")
+        else:
+            lines.append("No neighbour items in these results (evaluated before the neighbour split existed): "
+                         "no collateral-damage table.")
         return "\n".join(lines) + "\n"
     reference = str(collateral["reference"].iloc[0])
     lines += ["Per item: the method's value at matched forgetting (interpolated between the two evaluated points "
@@ -455,8 +464,9 @@ def _curves_figure(frame: pd.DataFrame, path: Path, y: str, ylabel: str, title: 
             curve = panel[panel["label"] == label].sort_values("x")
             if curve.empty:
                 continue
-            xs = [refs.loc["target", "forget_rouge"], *curve["forget_rouge"]]
-            ys = [refs.loc["target", y], *curve[y]]
+            start = ([refs.loc["target", "forget_rouge"]], [refs.loc["target", y]]) if "target" in refs.index else ([], [])
+            xs = [*start[0], *curve["forget_rouge"]]
+            ys = [*start[1], *curve[y]]
             ax.plot(xs, ys, "-o", color=colours[label], ms=4, label=f"{label} ({int(curve['seeds'].max())} seeds)")
             err = curve.dropna(subset=[f"{y}_seed_low"])
             if len(err):
@@ -466,9 +476,11 @@ def _curves_figure(frame: pd.DataFrame, path: Path, y: str, ylabel: str, title: 
                             yerr=[err[y] - err[f"{y}_seed_low"], err[f"{y}_seed_high"] - err[y]],
                             fmt="none", ecolor=colours[label], alpha=0.5, capsize=2)
         for name, marker in (("target", "s"), ("retain", "*")):
-            ax.plot(refs.loc[name, "forget_rouge"], refs.loc[name, y], marker, color="black", ms=10,
-                    label=f"{name} model")
-        ax.axvline(refs.loc["retain", "forget_rouge"], color="grey", ls="--", lw=1)
+            if name in refs.index:  # a study in progress may not have both yet
+                ax.plot(refs.loc[name, "forget_rouge"], refs.loc[name, y], marker, color="black", ms=10,
+                        label=f"{name} model")
+        if "retain" in refs.index:
+            ax.axvline(refs.loc["retain", "forget_rouge"], color="grey", ls="--", lw=1)
         ax.set(title=f"{setting}, {split}", xlabel="forget ROUGE-L (lower: more forgotten)", ylabel=ylabel)
         ax.invert_xaxis()
     axes[0][-1].legend(fontsize=8, loc="best")

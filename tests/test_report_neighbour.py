@@ -284,3 +284,19 @@ def test_build_writes_tables_collateral_section_and_neighbour_figure(new_study, 
     assert "| s | f | ga | 2 of 2 |" in text and "| s | f | retain model | - |" in text
     csv = pd.read_csv(tmp_path / "study_toy_points.csv")
     assert {"neighbour_rouge", "neighbour_rouge_low", "retain_rouge_high", "cell", "point"} <= set(csv.columns)
+
+
+@pytest.mark.parametrize("keep", [("retain",), ("retain", "target"), ("retain", "ga")])
+def test_a_study_in_progress_builds(new_study, tmp_path, keep):
+    """A study stopped early (only some cells written: the retain model alone, the two reference models, or a
+    method without the target) still gives its tables and figures, saying what is missing."""
+    partial = tmp_path / "study" / "partial"
+    partial.mkdir(parents=True)
+    for path in new_study.glob("*.jsonl"):
+        method = path.stem.split(f"{FORGET}-")[1].split("-s")[0]
+        if method in keep:
+            (partial / path.name).write_text(path.read_text())
+    paths = report.build("partial", tmp_path / "study", tmp_path / "out")
+    text = (tmp_path / "out" / "study_partial.md").read_text()
+    assert {p.name for p in paths} >= {"study_partial.md", "study_partial_tradeoff.png"}
+    assert "No method has been placed at matched forgetting yet" in text
