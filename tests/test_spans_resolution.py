@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from palu_perta import cli, models, pipeline, spans, training
+from palu_perta import cli, pipeline, spans
 from palu_perta.config import get_profile
 from palu_perta.data import synthetic_benchmark, write_tofu_dir
 from palu_perta.models import load_model
@@ -214,26 +214,8 @@ def test_methods_that_read_no_spans_compute_none(tiny, smoke, tmp_path, monkeypa
 # ------------------------------------------------------------------------------------ (f) command line
 
 
-@pytest.fixture()
-def no_work(tmp_path, monkeypatch):
-    """An empty artifacts directory, and no fine-tune or model load allowed: the errors must come first."""
-    monkeypatch.setenv("PALU_PERTA_ARTIFACTS", str(tmp_path / "artifacts"))
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("the command went on to train or load a model")
-
-    monkeypatch.setattr(training, "finetuned_model", forbidden)
-    monkeypatch.setattr(models, "load_model", forbidden)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def _error(argv, capsys):
-    code = cli.main([*argv, "--profile", "smoke", "--no-progress"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    return err
+# the command line's error contract and its no-work fixture, as tests/test_cli_errors.py defines them
+from .test_cli_errors import _error, no_work  # noqa: E402,F401 (no_work is a fixture)
 
 
 def test_bad_spans_options_are_one_line_before_any_work(smoke, no_work, capsys):
