@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -208,7 +209,7 @@ def _lambda(text: str) -> float | str:
         value = float(text)
     except ValueError:
         raise ValueError(f"--lambda must be a number >= 0 or 'auto', not {text!r}") from None
-    if not (value == value and value not in (float("inf"),) and value >= 0):
+    if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"--lambda must be a finite number >= 0 or 'auto', not {text!r}")
     return value
 
