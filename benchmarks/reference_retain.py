@@ -26,27 +26,15 @@ from pathlib import Path
 
 import torch
 
-from palu_perta.data import synthetic_benchmark
-from palu_perta.models import load_model
-from palu_perta.tokenization import pad_id
 from palu_perta.training import training_arguments
-from palu_perta.unlearn import PairedCollator, PairedDataset, UnlearnConfig, UnlearningTrainer, _examples
+from palu_perta.unlearn import UnlearningTrainer
+from unlearn_steps import fixed_batches  # benchmarks/: the same model, config and batches as its step timings
 
-HYPER = {"palu": {"top_k": 50, "first_n": 3, "alpha": 1.0}}  # notebook 06's PALU setting
 
 
 def measure(model_name: str, method: str, batch_size: int, steps: int, warmup: int) -> dict:
     """Median step time of ``method`` with the reference on the retain batch ("before") and without ("after")."""
-    torch.manual_seed(0)
-    model, tokenizer = load_model(model_name, device="cpu", dtype=torch.float32)
-    bench = synthetic_benchmark(20, 10, "forget10", 2, seed=0)
-    cfg = UnlearnConfig(method=method, hyper=HYPER.get(method, {}), epochs=1, learning_rate=1e-5,
-                        batch_size=batch_size, per_device_batch_size=batch_size, bf16=False, max_length=160)
-    forget, retain, idk = _examples(tokenizer, bench, cfg)
-    dataset = PairedDataset(forget, retain, idk, seed=0, process=0)
-    collate = PairedCollator(pad_id(tokenizer))
-    batches = [collate([dataset[(s * batch_size + j) % len(dataset)] for j in range(batch_size)])
-               for s in range(steps + warmup)]
+    model, tokenizer, cfg, dataset, collate, batches = fixed_batches(model_name, method, batch_size, steps + warmup)
     times: dict[str, list[float]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory() as tmp:
         args = training_arguments(cfg.optimiser(), Path(tmp), 0, progress=False, save_checkpoints=False)

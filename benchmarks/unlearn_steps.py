@@ -41,11 +41,10 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _measure(method: str, model_name: str, batch_size: int, steps: int, warmup: int, bf16: bool,
-             threads: int | None, queue: mp.Queue) -> None:
-    """Run in a fresh process: time ``steps`` optimiser steps of ``method``; put a result row on ``queue``."""
-    if threads:
-        torch.set_num_threads(threads)
+def fixed_batches(model_name: str, method: str, batch_size: int, n: int, bf16: bool = False) -> tuple:
+    """The model, its unlearning config and ``n`` collated batches of the cpu profile's synthetic data (the
+    same batches for every setting a benchmark compares): ``(model, tokenizer, cfg, dataset, collate,
+    batches)``, the dataset and its collator for constructing the Trainer."""
     torch.manual_seed(0)
     model, tokenizer = load_model(model_name, device="cpu", dtype=torch.float32)
     bench = synthetic_benchmark(20, 10, "forget10", 2, seed=0)
@@ -54,8 +53,16 @@ def _measure(method: str, model_name: str, batch_size: int, steps: int, warmup: 
     forget, retain, idk = _examples(tokenizer, bench, cfg)
     dataset = PairedDataset(forget, retain, idk, seed=0, process=0)
     collate = PairedCollator(pad_id(tokenizer))
-    batches = [collate([dataset[(s * batch_size + j) % len(dataset)] for j in range(batch_size)])
-               for s in range(steps + warmup)]
+    batches = [collate([dataset[(s * batch_size + j) % len(dataset)] for j in range(batch_size)]) for s in range(n)]
+    return model, tokenizer, cfg, dataset, collate, batches
+
+
+def _measure(method: str, model_name: str, batch_size: int, steps: int, warmup: int, bf16: bool,
+             threads: int | None, queue: mp.Queue) -> None:
+    """Run in a fresh process: time ``steps`` optimiser steps of ``method``; put a result row on ``queue``."""
+    if threads:
+        torch.set_num_threads(threads)
+    model, tokenizer, cfg, dataset, collate, batches = fixed_batches(model_name, method, batch_size, steps + warmup, bf16)
     loaded = _rss_mib()
     with tempfile.TemporaryDirectory() as tmp:
         args = training_arguments(cfg.optimiser(), Path(tmp), 0, progress=False, save_checkpoints=False)
