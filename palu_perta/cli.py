@@ -53,7 +53,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .artifacts import check_output_dir
     from .config import get_profile
     from .data import load_benchmark
-    from .evaluation import DEFAULT_BF16, evaluate
+    from .evaluation import DEFAULT_BF16, evaluate, summary_lines
     from .models import load_model
 
     overrides: dict[str, Any] = {"forget_split": args.forget_split} if args.forget_split else {}
@@ -76,10 +76,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     )
     result.pop("per_item")
     meta = result.pop("meta")
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        shown = "None" if value is None else f"{value:.4g}"
-        print(f"{key:<{width}}  {shown}")
+    for line in summary_lines(result):  # a metric that cannot be computed says why (e.g. no holdout: no MIA)
+        print(line)
     print(json.dumps(meta))
     print(f"wrote summary.json, per_item.json, TOFU_EVAL.json and TOFU_SUMMARY.json in {args.out}")
     return 0

@@ -100,6 +100,15 @@ class Profile:
     max_new_tokens: int = 48
     eval_batch_size: int = 16
 
+    @property
+    def prompt_format(self) -> Any:
+        """open-unlearning's prompt format for this profile's model family (a
+        :class:`~palu_perta.tokenization.PromptFormat`: the ``paper`` profile's Llama-3.2-1B-Instruct), or
+        None: the tokenizer's plain chat template (``smoke``, ``cpu``)."""
+        from .tokenization import prompt_format_for
+
+        return prompt_format_for(self.model)
+
     def replace(self, **changes: Any) -> "Profile":
         """A copy with some fields changed (``finetune`` may be given as a dict of changes)."""
         ft = changes.pop("finetune", None)
@@ -152,7 +161,12 @@ PROFILES: dict[str, Profile] = {
         max_new_tokens=48,
         eval_batch_size=32,
     ),
-    # One GPU: the PerTA paper's model on the full real TOFU.
+    # One GPU: the PerTA paper's model on the full real TOFU, evaluated as open-unlearning's TOFU evaluation:
+    # prompts in open-unlearning's format for Llama-3.2-1B-Instruct (Profile.prompt_format; open-unlearning
+    # configs/model/Llama-3.2-1B-Instruct.yaml), greedy answers of up to 200 new tokens (open-unlearning
+    # configs/generation/default.yaml: do_sample False, max_new_tokens 200), and TOFU's holdoutXX as the
+    # membership attacks' non-members (open-unlearning configs/eval/tofu.yaml holdout_split; read from the
+    # hub when the TOFU directory lacks holdoutXX.json: n_holdout_authors=0 asks for TOFU's own holdout).
     "paper": Profile(
         name="paper",
         model="meta-llama/Llama-3.2-1B-Instruct",
@@ -165,7 +179,7 @@ PROFILES: dict[str, Profile] = {
             epochs=5, learning_rate=1e-5, batch_size=32, per_device_batch_size=8, warmup_ratio=0.2,
             bf16=True, max_length=512,
         ),
-        max_new_tokens=200,
+        max_new_tokens=200,  # open-unlearning configs/generation/default.yaml
         eval_batch_size=64,
     ),
 }

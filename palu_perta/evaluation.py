@@ -70,6 +70,10 @@ NEIGHBOUR_KEYS = tuple(f"{NEIGHBOUR}_{k}" for k in ("Q_A_Prob", "Q_A_PARA_Prob",
 # template [measured], so no benchmark answer is cut.
 MAX_SCORED_TOKENS = 1024
 MIA_KEYS = ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus")
+# Why the MIA keys and privleak are None when the splits hold no holdout records and the data says nothing more
+# (a Benchmark's info["mia_unavailable"] says more: which file is missing, why the hub could not be read).
+NO_HOLDOUT = ("no holdout (non-member) records were given: the membership attacks compare the forget answers "
+              "with answers no model was trained on")
 
 
 # ---------------------------------------------------------------------------------------
@@ -483,7 +487,7 @@ def evaluate(
 
     ``splits``: :meth:`Benchmark.splits` (or the Benchmark itself) — ``forget``, ``retain``,
     ``real_authors``, ``world_facts`` and ``holdout`` (if empty, the MIA keys and ``privleak``
-    are None), and optionally ``neighbour`` (the ``neighbour_*`` keys; None without it). ``retain_reference``: the retain model's result (see
+    are None, and ``unavailable`` maps each of them to a one-line reason), and optionally ``neighbour`` (the ``neighbour_*`` keys; None without it). ``retain_reference``: the retain model's result (see
     :func:`load_retain_reference`); without it ``forget_quality`` is None and ``privleak`` uses
     open-unlearning's default reference AUC 0.5. With ``out_dir`` writes ``summary.json``
     (everything but ``per_item``) and ``per_item.json`` (generations, per-item probabilities,
@@ -494,8 +498,10 @@ def evaluate(
     check_tokenizer(tokenizer)
     if out_dir is not None:
         check_output_dir(out_dir)  # a file in the way fails now, not after the evaluation
+    no_holdout = NO_HOLDOUT
     if hasattr(splits, "splits") and callable(splits.splits):  # a Benchmark
         forget_split = forget_split or splits.forget_split
+        no_holdout = (getattr(splits, "info", None) or {}).get("mia_unavailable") or NO_HOLDOUT
         splits = splits.splits()
     data = validate_splits(splits)
     fhash = forget_hash(data["forget"])
@@ -524,6 +530,8 @@ def evaluate(
         model.train(was_training)
     per_item.update(forget_split=forget_split, forget_hash=fhash,
                     settings={"max_new_tokens": max_new_tokens, "batch_size": batch_size, "bf16": bf16})
+    if not data["holdout"]:
+        per_item["mia_unavailable"] = no_holdout  # summarise() reports it again from the saved file
     summary = _summarise(per_item, ref)
     summary["meta"]["wall_time_s"] = round(time.perf_counter() - start, 2)
     if out_dir is not None:
@@ -648,6 +656,9 @@ def _summarise(per_item: dict[str, Any], ref: dict | None) -> dict[str, Any]:
     ref_auc = (ref or {}).get("mia_auc", {}).get("mia_min_k")
     ref_auc = None if aucs["mia_min_k"] is None else (0.5 if ref_auc is None else ref_auc)
     s["privleak"] = None if ref_auc is None else M.privleak(aucs["mia_min_k"], ref_auc)
+    if not sp["holdout"]:  # not a silent None: each metric left out, with the reason in one line
+        why = per_item.get("mia_unavailable") or NO_HOLDOUT
+        s["unavailable"] = {**dict.fromkeys(MIA_KEYS, why), "privleak": f"needs mia_min_k's AUC; {why}"}
     s["meta"] = {
         "forget_split": per_item["forget_split"],
         "forget_hash": per_item["forget_hash"],
@@ -657,6 +668,16 @@ def _summarise(per_item: dict[str, Any], ref: dict | None) -> dict[str, Any]:
         **per_item.get("settings", {}),
     }
     return s
+
+
+def summary_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The summary as aligned ``key  value`` lines (``meta`` and ``per_item`` left out); a metric in
+    ``unavailable`` shows ``unavailable: <reason>`` instead of None."""
+    unavailable = summary.get("unavailable") or {}
+    shown = {k: v for k, v in summary.items() if k not in ("meta", "per_item", "unavailable")}
+    width = max(len(k) for k in shown)
+    return [f"{key:<{width}}  " + (f"unavailable: {unavailable[key]}" if value is None and key in unavailable
+                                   else "None" if value is None else f"{value:.4g}") for key, value in shown.items()]
 
 
 def _mia_aucs(per_item: dict[str, Any]) -> dict[str, float | None]:

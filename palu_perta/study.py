@@ -232,7 +232,8 @@ def cell_config(grid: Grid, cell: Cell, data_key: dict[str, Any] | None = None) 
     profile = grid.profile_for(cell)
     config: dict[str, Any] = {
         "cell": {k: v for k, v in cell.to_dict().items() if k not in ("id", "label")},
-        "profile": profile.to_dict(),
+        "profile": {**profile.to_dict(),  # the prompt format only where the model family has one (paper)
+                    **({"prompt_format": profile.prompt_format.to_dict()} if profile.prompt_format else {})},
         "data": data_key if data_key is not None else _data_key(profile),
         "evaluation": {"max_new_tokens": profile.max_new_tokens, "batch_size": profile.eval_batch_size},
     }

@@ -2,8 +2,10 @@
 
 A question-answer pair becomes ``prompt + answer + EOS``: the prompt is the tokenizer's chat
 template (user turn + generation prompt) when it has one, else TOFU's
-``"Question: {q}\\nAnswer: "``. Labels are -100 on the prompt; answer tokens and the final
-EOS are learned. Each token gets a class: ``PROMPT`` (prompt and padding), ``ORDINARY``
+``"Question: {q}\\nAnswer: "``. A tokenizer that carries a :class:`PromptFormat` (the model families
+open-unlearning configures, :data:`OPEN_UNLEARNING_PROMPTS`) gets that family's system prompt and date
+in its chat template, at fine-tuning, unlearning and evaluation alike. Labels are -100 on the prompt;
+answer tokens and the final EOS are learned. Each token gets a class: ``PROMPT`` (prompt and padding), ``ORDINARY``
 (answer tokens, EOS included) or ``SENSITIVE`` (answer tokens that overlap a ``target_words``
 span, mapped through the fast tokenizer's character offsets).
 """
@@ -31,8 +33,75 @@ def check_tokenizer(tokenizer: Any) -> None:
         raise ValueError("a fast tokenizer is needed for character offsets; load it with use_fast=True")
 
 
+@dataclass(frozen=True)
+class PromptFormat:
+    """What a model family's prompt adds to its chat template, as open-unlearning's model configuration
+    (``template_args`` with ``apply_chat_template: True``) sets it: a system turn and the template's
+    ``date_string``. ``source`` says where the values come from."""
+
+    system_prompt: str | None = None
+    date_string: str | None = None
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that shape a prompt (``source`` left out), for cache keys and tokenizer files."""
+        return {"system_prompt": self.system_prompt, "date_string": self.date_string}
+
+
+# Llama-3.x Instruct in open-unlearning: the same template_args in configs/model/Llama-3.2-1B-Instruct.yaml,
+# Llama-3.2-3B-Instruct.yaml and Llama-3.1-8B-Instruct.yaml (apply_chat_template: True, system_prompt
+# "You are a helpful assistant.", date_string "10 Apr 2025"; without a date the template writes today's).
+_OU_CONFIGS = "open-unlearning configs/model/"
+OPEN_UNLEARNING_PROMPTS: dict[str, PromptFormat] = {
+    f"meta-llama/{family}": PromptFormat("You are a helpful assistant.", "10 Apr 2025", f"{_OU_CONFIGS}{family}.yaml")
+    for family in ("Llama-3.2-1B-Instruct", "Llama-3.2-3B-Instruct", "Llama-3.1-8B-Instruct")
+}
+TOKENIZER_KEY = "palu_perta_prompt_format"  # where a tokenizer carries its format (saved in tokenizer_config.json)
+
+
+def prompt_format_for(model: str) -> PromptFormat | None:
+    """open-unlearning's prompt format for the model ``model`` names: a hub id of
+    :data:`OPEN_UNLEARNING_PROMPTS`, or one of open-unlearning's TOFU checkpoints of that family
+    (``open-unlearning/tofu_Llama-3.2-1B-Instruct_full``, ...); None for any other name."""
+    if model in OPEN_UNLEARNING_PROMPTS:
+        return OPEN_UNLEARNING_PROMPTS[model]
+    for hub_id, fmt in OPEN_UNLEARNING_PROMPTS.items():
+        if str(model).startswith(f"open-unlearning/tofu_{hub_id.split('/')[1]}_"):
+            return fmt
+    return None
+
+
+def prompt_format(tokenizer: Any) -> PromptFormat | None:
+    """The :class:`PromptFormat` ``tokenizer`` carries (:func:`set_prompt_format`), or None."""
+    stored = (getattr(tokenizer, "init_kwargs", None) or {}).get(TOKENIZER_KEY)
+    return PromptFormat(stored.get("system_prompt"), stored.get("date_string"), stored.get("source", "")) if stored else None
+
+
+def set_prompt_format(tokenizer: Any, fmt: PromptFormat | None) -> Any:
+    """Make ``tokenizer`` build prompts with ``fmt`` (None: the plain chat template); returns the tokenizer.
+    The format is kept in the tokenizer's ``init_kwargs``, so ``save_pretrained`` writes it to
+    ``tokenizer_config.json`` and every model fine-tuned or unlearned from this one keeps it."""
+    if fmt is None:
+        tokenizer.init_kwargs.pop(TOKENIZER_KEY, None)
+        return tokenizer
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"the prompt format of {fmt.source or 'this model'} needs the tokenizer's chat template, "
+                         "and this tokenizer has none; load the model's own tokenizer (it ships the template)")
+    tokenizer.init_kwargs[TOKENIZER_KEY] = {**fmt.to_dict(), "source": fmt.source}
+    return tokenizer
+
+
 def prompt_text(tokenizer: Any, question: str) -> str:
-    """The prompt string for ``question``: chat template if the tokenizer has one, else TOFU's format."""
+    """The prompt string for ``question``: chat template if the tokenizer has one (with the system turn and
+    date of its :class:`PromptFormat`, if it carries one), else TOFU's format."""
+    fmt = prompt_format(tokenizer)
+    if fmt is not None:
+        # as open-unlearning's preprocess_chat_instance (src/data/utils.py): a system turn when a system
+        # prompt is set, then the user turn; date_string passed to the template when set
+        messages = [{"role": "system", "content": fmt.system_prompt}] if fmt.system_prompt else []
+        dated = {"date_string": fmt.date_string} if fmt.date_string is not None else {}
+        return tokenizer.apply_chat_template(messages + [{"role": "user", "content": question}], tokenize=False,
+                                             add_generation_prompt=True, **dated)
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True

@@ -29,7 +29,7 @@ from .config import FinetuneConfig, Profile
 from .models import load_model, save_model
 from .paths import default_tofu_dir
 from .replay import GENERAL_QUESTIONS, replay_records
-from .tokenization import Collator, encode_records, pad_id
+from .tokenization import Collator, encode_records, pad_id, prompt_format_for
 
 ROLES = ("target", "retain", "reinforced")
 REPLAY_FILE = "replay.json"  # the replay records a fine-tune trained on, kept beside the model
@@ -306,6 +306,9 @@ def finetune_config(profile: Profile, role: str, data_info: dict[str, Any], base
     """Everything that determines a fine-tuned model, for its cache key (with ``cfg.replay``, a hash of the
     replay questions too, so editing them retrains)."""
     config = {"role": role, "base": base, "data": data_info, "finetune": cfg.cache_key(), "seed": profile.seed}
+    fmt = prompt_format_for(base)  # open-unlearning's prompt format of the base's family: it shapes every example
+    if fmt is not None:
+        config["prompt_format"] = fmt.to_dict()
     if cfg.replay:
         asked = json.dumps(GENERAL_QUESTIONS[:cfg.replay]).encode()
         config["replay_questions"] = hashlib.sha256(asked).hexdigest()[:16]

@@ -433,6 +433,20 @@ def _merge_spans(forget: list[dict], spans: list[dict] | None, split: str) -> li
 _NO_MIA = "so the membership-inference metrics (mia_*, privleak) are unavailable"
 
 
+def _hub_holdout(name: str) -> tuple[list[dict] | None, str | None]:
+    """TOFU's holdout split ``name`` (``holdout01``/``05``/``10``) read from the hub: ``(records, None)``, or
+    ``(None, why)`` with a one-line reason when it cannot be read (no ``datasets`` package, offline, ...)."""
+    try:
+        from datasets import load_dataset
+    except ImportError:
+        return None, "the datasets package, which reads the hub, is not installed"
+    try:
+        return list(load_dataset(TOFU_HUB_ID, name, split="train")), None
+    except Exception as err:  # offline, no such config, a hub error: reported, and the MIA metrics left out
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        return None, f"the hub's {TOFU_HUB_ID} {name} could not be read ({type(err).__name__}: {first})"
+
+
 def _count(n: int, noun: str) -> str:
     """``1 author``, ``2 authors``."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
@@ -445,6 +459,7 @@ def load_tofu(
     n_holdout_authors: int = 0,
     group_by: str | None = None,
     *,
+    holdout_from_hub: bool = False,
     _asked: str | None = None,
 ) -> Benchmark:
     """Load TOFU (the hub, ``locuslab/TOFU``, or a directory with the hub's files) or a user's directory
@@ -461,7 +476,9 @@ def load_tofu(
     ``n_retain_authors`` keeps only the first retain groups (default: all), and the next
     ``n_holdout_authors`` retain groups become the holdout (no model is trained on them), so the real
     benchmark fits a CPU; a ``holdoutXX.json`` file in the directory, if present, is the holdout instead.
-    Defaults: the data used whole. :func:`load_benchmark` passes a profile's counts for TOFU itself only.
+    ``holdout_from_hub``: for TOFU itself in a directory without that file and with no holdout authors asked
+    for, TOFU's ``holdoutXX`` is read from the hub (open-unlearning's non-members); when that fails,
+    ``info["mia_unavailable"]`` says why in one line. Defaults: the data used whole. :func:`load_benchmark` passes a profile's counts for TOFU itself only.
     """
     if forget_split not in FORGET_SPLITS:
         raise DataError(f"unknown forget split {forget_split!r}; use one of {sorted(FORGET_SPLITS)}")
@@ -491,6 +508,11 @@ def load_tofu(
     retain_eval_all = validate_records(_load_config(src, "retain_perturbed"), EVAL_FIELDS, "retain_perturbed",
                                        unique_questions=False)
     holdout_file = _load_config(src, holdout_name, required=False)
+    hub_failed = None
+    if holdout_file is None and holdout_from_hub and tofu and isinstance(src, Path) and not n_holdout_authors:
+        holdout_file, hub_failed = _hub_holdout(holdout_name)
+        if holdout_file is not None:
+            holdout_shown = f"{holdout_name} of {TOFU_HUB_ID} on the hub"
     if holdout_file and isinstance(src, Path):
         validate_records(holdout_file, QA_FIELDS, holdout_name, unique_questions=False)
 
@@ -554,6 +576,8 @@ def load_tofu(
         n_holdout_groups = n_holdout
         if n_holdout:
             held = f", the next {n_holdout} as holdout"
+        elif hub_failed:
+            held = f"; no {holdout_shown} and {hub_failed}, {_NO_MIA}"
         elif tofu:
             held = f"; no holdout (none asked for, no {holdout_shown}), {_NO_MIA}"
         else:
@@ -582,10 +606,18 @@ def load_tofu(
         world_facts=world,
         info={"n_retain_authors": keep, "n_forget_authors": len(forget_groups),
               "n_holdout_authors": (n_holdout_groups or 0) if holdout else 0,
-              "grouped_by": "tofu-blocks-of-20" if tofu else field, "n_retain_groups": n_total, "grouping": line},
+              "grouped_by": "tofu-blocks-of-20" if tofu else field, "n_retain_groups": n_total, "grouping": line,
+              **({} if holdout else {"mia_unavailable": _no_holdout_reason(holdout_shown, hub_failed, tofu)})},
         # only retain_perturbed has the paraphrased and perturbed answers a truth ratio needs
         neighbour=neighbour_records(forget, retain_eval, population=retain_groups + forget_groups),
     )
+
+
+def _no_holdout_reason(shown: str, hub_failed: str | None, tofu: bool) -> str:
+    """One line: why a benchmark has no holdout records (so no membership-inference metrics)."""
+    if hub_failed:
+        return f"no holdout (non-member) records: no {shown} here and {hub_failed}"
+    return f"no holdout (non-member) records: no {shown}{' and no holdout authors asked for' if tofu else ''}"
 
 
 def _check_consistent(records: list[dict], name: str, reference: list[dict], reference_name: str) -> None:
@@ -633,6 +665,9 @@ def load_benchmark(profile: Any, data: str | None = None, group_by: str | None =
                                     profile.n_holdout_authors, profile.n_world_facts, profile.seed,
                                     neighbour_share=getattr(profile, "neighbour_share", 0.0))
         n_forget = bench.info["n_forget_authors"]
+        if not bench.holdout:
+            bench.info["mia_unavailable"] = (f"no holdout (non-member) records: profile {profile.name!r} asks for "
+                                             "n_holdout_authors=0")
         bench.info["grouping"] = (
             f"data: synthetic, {profile.forget_split}: {profile.n_authors} generated authors of "
             f"{profile.qa_per_author} QA pairs ({profile.n_authors - n_forget} retain, {n_forget} forget) and "
@@ -644,8 +679,9 @@ def load_benchmark(profile: Any, data: str | None = None, group_by: str | None =
         source = data
     if group_by is None and is_tofu(source):
         n_retain = None if profile.n_authors >= TOFU_AUTHORS else profile.n_authors
+        # n_holdout_authors=0 (paper): TOFU's own holdoutXX, from the hub when the directory lacks it
         return load_tofu(source, profile.forget_split, n_retain, profile.n_holdout_authors,
-                         _asked=f"profile {profile.name!r}: n_authors={profile.n_authors}, "
+                         holdout_from_hub=profile.n_holdout_authors == 0, _asked=f"profile {profile.name!r}: n_authors={profile.n_authors}, "
                                 f"n_holdout_authors={profile.n_holdout_authors}")
     return load_tofu(source, profile.forget_split, group_by=group_by)
 
