@@ -8,6 +8,7 @@ one entry in that dict.
         [--profile cpu] [--retain-results DIR_OR_JSON] --out DIR  # JSON: ours or open-unlearning's
     python -m palu_perta finetune --profile paper [--role target|retain|both]
     python -m palu_perta unlearn --profile paper --method palu --hyper '{"top_k": 50, "first_n": 3}'
+    python -m palu_perta unlearn --profile paper --method npo --lora-rank 8   # LoRA (palu_perta.lora)
     python -m palu_perta tv --profile cpu --lambda auto --out runs/tv
     python -m palu_perta perta --profile cpu --variant fisher --lambda 2.5 --out runs/perta --save-model
 
@@ -106,14 +107,60 @@ def _profile_and_benchmark(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.data:
         overrides["data"] = args.data
     profile = get_profile(args.profile, **overrides)
+    lora = _lora_settings(args)
+    if lora is not None:  # every fine-tune this command runs trains LoRA adapters
+        profile = profile.replace(finetune={"lora": lora})
     bench = load_benchmark(profile, group_by=args.group_by)
     if bench.info.get("grouping") and is_main_process():
         print(bench.info["grouping"])  # how the records were grouped, what was kept: once per run
     return profile, bench
 
 
+def _lora_arguments(parser: argparse.ArgumentParser, trains: str) -> None:
+    parser.add_argument("--lora-rank", type=int, default=None, metavar="R",
+                        help=f"train LoRA adapters of rank R instead of every weight ({trains}); they are merged into "
+                             "the saved weights. Methods with a reference model take it from the model with its "
+                             "adapters disabled (no second copy). Default: off")
+    parser.add_argument("--lora-alpha", type=float, default=None,
+                        help="LoRA's alpha; the update is scaled by alpha / R (default 32, TOFU's LoRA recipe)")
+    parser.add_argument("--lora-dropout", type=float, default=None,
+                        help="dropout on the adapters' input (default 0.05, TOFU's LoRA recipe)")
+    parser.add_argument("--lora-targets", default=None, metavar="NAMES",
+                        help="comma-separated linear layers to adapt, e.g. q_proj,v_proj (default: every linear "
+                             "layer but the output layer, as TOFU)")
+
+
+def _lora_settings(args: argparse.Namespace) -> Any:
+    """The :class:`~palu_perta.lora.LoraSettings` of ``--lora-*``, or None without ``--lora-rank``."""
+    from .lora import LoraSettings
+
+    rank = getattr(args, "lora_rank", None)
+    extra = {"--lora-alpha": getattr(args, "lora_alpha", None), "--lora-dropout": getattr(args, "lora_dropout", None),
+             "--lora-targets": getattr(args, "lora_targets", None)}
+    if rank is None:
+        given = [name for name, value in extra.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} set(s) LoRA up, but LoRA is off: add --lora-rank R (e.g. 8)")
+        return None
+    settings: dict[str, Any] = {"rank": rank}
+    if args.lora_alpha is not None:
+        settings["alpha"] = args.lora_alpha
+    if args.lora_dropout is not None:
+        settings["dropout"] = args.lora_dropout
+    if args.lora_targets is not None:
+        targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+        if not targets:
+            raise ValueError("--lora-targets names no layer; give e.g. q_proj,v_proj or leave it out (all linear layers)")
+        settings["target_modules"] = targets
+    try:
+        return LoraSettings(**settings)
+    except ValueError as err:
+        raise ValueError(f"--lora-*: {err}") from None
+
+
 def _finetune_arguments(parser: argparse.ArgumentParser) -> None:
     _common_arguments(parser)
+    _lora_arguments(parser, "the target and retain models")
     parser.add_argument("--role", default="both", choices=["target", "retain", "both"],
                         help="target (all authors), retain (retain authors only) or both")
 
@@ -145,6 +192,7 @@ def _json_object(text: str, option: str, example: str) -> dict[str, Any]:
 
 def _unlearn_arguments(parser: argparse.ArgumentParser) -> None:
     _common_arguments(parser)
+    _lora_arguments(parser, "the unlearning run, and the target when it is fine-tuned here")
     parser.add_argument("--method", default="palu", help="palu, ga, graddiff, npo, simnpo, me_gd, pdu, undial, idk_dpo, ...")
     parser.add_argument("--hyper", default="{}", help='the loss\'s hyperparameters as JSON, e.g. \'{"top_k": 50, "first_n": 3}\'')
     parser.add_argument("--budget", default="{}",
@@ -177,7 +225,8 @@ def _run_unlearn(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"--budget has no key(s) {unknown}; the valid keys are {list(BUDGET_FIELDS)}")
     profile, bench = _profile_and_benchmark(args)
-    cfg = UnlearnConfig(method=args.method, hyper=hyper, seed=profile.seed, **{**unlearn_budget(profile), **budget})
+    cfg = UnlearnConfig(method=args.method, hyper=hyper, seed=profile.seed, lora=profile.finetune.lora,
+                        **{**unlearn_budget(profile), **budget})
     margin = DEFAULT_MARGIN if args.span_margin is None else args.span_margin
     if needs_spans(cfg):
         plan_spans(bench.forget, args.spans, margin=margin)  # a bad --spans file or missing labels: now, not later
@@ -214,6 +263,8 @@ def _lambda(text: str) -> float | str:
 
 def _arithmetic_arguments(parser: argparse.ArgumentParser, variant: bool) -> None:
     _common_arguments(parser)
+    _lora_arguments(parser, "the reinforcement fine-tune, so the task vector is the merged update, and the target "
+                            "and retain models when they are fine-tuned here")
     if variant:
         parser.add_argument("--variant", default="grad", choices=["grad", "fisher"],
                             help="the importance: squared gradients (grad) or the diagonal Fisher (fisher)")

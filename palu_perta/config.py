@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from .lora import LoraSettings, as_lora
 from .replay import GENERAL_QUESTIONS
 
 # the paths live in palu_perta.paths (which imports nothing of the package); kept here for the notebooks' imports
@@ -47,9 +48,15 @@ class FinetuneConfig:
     # of 100 general questions are trained beside the records, so that answering everyday questions is
     # part of the task and stays as it was. 0 turns it off.
     replay: int = 0
+    # LoRA adapters (palu_perta.lora), merged into the weights when the model is saved; None trains every weight.
+    lora: LoraSettings | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "frozen", tuple(self.frozen))
+        object.__setattr__(self, "lora", as_lora(self.lora))
+        if self.lora is not None and (self.frozen or self.anchor):
+            raise ValueError("lora cannot be combined with frozen or anchor: LoRA already keeps every weight at its "
+                             "starting value and trains only the adapters; drop frozen/anchor, or lora")
         if not 0 < self.learning_rate <= 1:
             raise ValueError(f"learning_rate={self.learning_rate} is out of range; use 0 < learning_rate <= 1")
         if self.epochs <= 0:
@@ -68,11 +75,12 @@ class FinetuneConfig:
                              "the number of replay questions")
 
     def cache_key(self) -> dict[str, Any]:
-        """The fields that identify a fine-tune in a cache key (``frozen``, ``anchor``, ``mix`` and ``replay``
-        only when they are set, so entries written before the fields existed stay valid)."""
+        """The fields that identify a fine-tune in a cache key (``frozen``, ``anchor``, ``mix``, ``replay`` and
+        ``lora`` only when they are set, so entries written before the fields existed stay valid)."""
         key = dataclasses.asdict(self)
         key["frozen"] = list(self.frozen)
-        for name in ("frozen", "anchor", "replay"):
+        key["lora"] = self.lora.key() if self.lora is not None else None
+        for name in ("frozen", "anchor", "replay", "lora"):
             if not key[name]:
                 del key[name]
         if self.mix == 1:
@@ -119,7 +127,11 @@ class Profile:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The profile as a dict (the fine-tune's ``lora`` only when set, so keys made before it existed hold)."""
+        out = dataclasses.asdict(self)
+        if self.finetune.lora is None:
+            del out["finetune"]["lora"]
+        return out
 
 
 PROFILES: dict[str, Profile] = {

@@ -246,6 +246,8 @@ def cell_config(grid: Grid, cell: Cell, data_key: dict[str, Any] | None = None) 
         from .perta import perta_config
 
         config["perta"] = dataclasses.asdict(perta_config(profile))
+        if config["perta"]["reinforce"]["lora"] is None:  # keys made before LoRA existed hold
+            del config["perta"]["reinforce"]["lora"]
         config["calibration"] = {"points": lambda_grid_points(profile)}
     return config
 

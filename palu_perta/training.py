@@ -26,6 +26,7 @@ from transformers.trainer_callback import PrinterCallback
 
 from .artifacts import atomic_dir, build_lock, entry_path, is_complete
 from .config import FinetuneConfig, Profile
+from .lora import add_adapters, merge_adapters
 from .models import load_model, save_model
 from .paths import default_tofu_dir
 from .replay import GENERAL_QUESTIONS, replay_records
@@ -225,7 +226,9 @@ def finetune(
     complete one found there (:func:`latest_complete_checkpoint`). With ``cfg.replay`` the model's own
     answers to that many general questions are generated first and trained beside ``records``
     (:mod:`palu_perta.replay`); they are written to ``output_dir / "replay.json"``. ``callbacks`` are
-    passed to the Trainer. Returns the Trainer's log history (one dict per logged step).
+    passed to the Trainer. With ``cfg.lora`` only LoRA adapters are trained (:mod:`palu_perta.lora`), and
+    they are merged into ``model``'s weights at the end. Returns the Trainer's log history (one dict per
+    logged step).
     """
     if not records:
         raise ValueError("no records to fine-tune on: the training split is empty")
@@ -241,9 +244,10 @@ def finetune(
     frozen = freeze_parameters(model, cfg.frozen)
     if cfg.anchor:
         callbacks = [*callbacks, AnchorToStart(model, cfg.anchor)]
-    model.train()
+    trained = add_adapters(model, cfg.lora, seed) if cfg.lora is not None else model
+    trained.train()
     trainer = GuardedTrainer(
-        model=model,
+        model=trained,
         args=args,
         train_dataset=dataset,
         data_collator=Collator(pad_id(tokenizer), "right", with_classes=False),
@@ -257,6 +261,8 @@ def finetune(
     finally:
         for parameter in frozen:
             parameter.requires_grad_(True)
+    if trained is not model:
+        merge_adapters(trained)  # in place: ``model`` now holds theta + (alpha / r) B A
     model.eval()
     return trainer.state.log_history
 

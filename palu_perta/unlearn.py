@@ -33,6 +33,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from .artifacts import atomic_write_json, entry_path, is_complete
 from .config import FinetuneConfig, Profile
 from .data import Benchmark, refusals
+from .lora import LoraSettings, add_adapters, as_lora, merge_adapters
 from .losses import LOSSES, DualVariable, Method, ModelIO
 from .models import load_model
 from .spans import DEFAULT_MARGIN
@@ -48,7 +49,9 @@ class UnlearnConfig:
     """One unlearning run: the method, its loss hyperparameters and the optimiser budget.
 
     ``hyper`` overrides the loss function's defaults (e.g. ``{"top_k": 50, "first_n": 3}`` for
-    PALU); ``eval_epochs`` lists the (1-based) epochs after which ``evaluate`` is called.
+    PALU); ``eval_epochs`` lists the (1-based) epochs after which ``evaluate`` is called. ``lora``
+    (:class:`~palu_perta.lora.LoraSettings`, or a dict of its fields) trains LoRA adapters only, merged into
+    the weights at the end; the reference model is then the model with its adapters disabled.
     """
 
     method: str = "palu"
@@ -65,8 +68,10 @@ class UnlearnConfig:
     eval_epochs: tuple[int, ...] = ()
     pdu_step_size: float = 1.0
     pdu_epsilon: float = 0.0
+    lora: LoraSettings | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "lora", as_lora(self.lora))
         if self.method not in LOSSES:
             raise ValueError(f"method={self.method!r} is not known; use one of {sorted(LOSSES)}")
         if not isinstance(self.hyper, dict):
@@ -96,11 +101,18 @@ class UnlearnConfig:
                               lr_scheduler="linear")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The configuration as a dict (``lora`` only when set, so cache keys made before it existed hold)."""
+        out = dataclasses.asdict(self)
+        if self.lora is None:
+            del out["lora"]
+        else:
+            out["lora"] = self.lora.key()
+        return out
 
 
-# the fields of UnlearnConfig a budget may set (the method, its hyperparameters and the seed are set apart)
-BUDGET_FIELDS = tuple(f.name for f in dataclasses.fields(UnlearnConfig) if f.name not in ("method", "hyper", "seed"))
+# the fields of UnlearnConfig a budget may set (the method, its hyperparameters, the seed and LoRA are set apart)
+BUDGET_FIELDS = tuple(f.name for f in dataclasses.fields(UnlearnConfig)
+                      if f.name not in ("method", "hyper", "seed", "lora"))
 
 
 def _check_type(name: str, value: Any, default: Any) -> None:
@@ -182,7 +194,9 @@ class UnlearningTrainer(TiedResume, Trainer):
     """A Trainer whose loss is one of :data:`palu_perta.losses.LOSSES`.
 
     ``inputs`` are ``{"forget": batch, "retain": batch[, "idk": batch]}``; the reference model
-    (a frozen copy of the model at the start) is created only if the method needs it.
+    (a frozen copy of the model at the start) is created only if the method needs it. Under LoRA
+    (``unlearn_config.lora``) it is no copy: the trained model with its adapters disabled is the model at
+    the start exactly (its weights are frozen and the adapters' B starts at 0), in eval mode.
     """
 
     def __init__(self, *args: Any, unlearn_config: UnlearnConfig, evaluate_fn: Callable | None = None, **kwargs: Any):
@@ -191,7 +205,8 @@ class UnlearningTrainer(TiedResume, Trainer):
         self.method = unlearn_config.loss
         self.hyper = {**self.method.defaults, **unlearn_config.hyper}
         self.reference = None
-        if self.method.needs_reference:
+        self.reference_is_base = bool(self.method.needs_reference and unlearn_config.lora is not None)
+        if self.method.needs_reference and not self.reference_is_base:
             self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.dual = None
         if self.method.name == "pdu":
@@ -220,7 +235,22 @@ class UnlearningTrainer(TiedResume, Trainer):
                 self.reference.to(batch["input_ids"].device)
             with torch.no_grad():
                 ref_logits = self._forward(self.reference, batch)
+        elif self.reference_is_base and reference:
+            ref_logits = self.base_logits(batch)
         return ModelIO(self._forward(model, batch), batch, ref_logits)
+
+    @torch.no_grad()
+    def base_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The LoRA model's logits with its adapters disabled and in eval mode (no dropout): the model at the
+        start of unlearning, i.e. the reference, without a copy of it."""
+        model = self.model  # the peft model itself, not a distributed wrapper
+        was_training = model.training
+        model.eval()
+        try:
+            with model.disable_adapter():
+                return self._forward(model, batch)
+        finally:
+            model.train(was_training)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
         hyper = dict(self.hyper)
@@ -574,7 +604,7 @@ def unlearn(
     where the records have them, else estimates against ``base``, the model ``model`` was fine-tuned
     from, with ``margin`` nats; one line to ``log`` says so). A record left with no sensitive token is a
     ``ValueError``. The provenance goes to ``output_dir/spans.json`` and :attr:`UnlearnResult.spans`.
-    Other losses ignore these arguments.
+    Other losses ignore these arguments. With ``cfg.lora`` the adapters are merged into ``model`` at the end.
     """
     check_hyperparameters(cfg, model.get_output_embeddings().weight.shape[0])
     output_dir = Path(output_dir)
@@ -592,9 +622,10 @@ def unlearn(
     forget, retain, idk = _examples(tokenizer, benchmark, cfg)
     args = training_arguments(cfg.optimiser(), output_dir, cfg.seed, progress, save_checkpoints=resume)
     dataset = PairedDataset(forget, retain, idk, cfg.seed, args.process_index)
-    model.train()
+    trained = add_adapters(model, cfg.lora, cfg.seed) if cfg.lora is not None else model
+    trained.train()
     trainer = UnlearningTrainer(
-        model=model, args=args, train_dataset=dataset, data_collator=PairedCollator(pad_id(tokenizer)),
+        model=trained, args=args, train_dataset=dataset, data_collator=PairedCollator(pad_id(tokenizer)),
         processing_class=tokenizer, unlearn_config=cfg, evaluate_fn=evaluate, callbacks=list(callbacks),
     )
     trainer.add_callback(_EpochCallback(dataset, trainer))
@@ -610,6 +641,8 @@ def unlearn(
         if trainer.dual is not None:
             trainer.dual.value = float(json.loads((checkpoint / DUAL_FILE).read_text())["value"])
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if trained is not model:
+        merge_adapters(trained)  # in place: ``model`` now holds the merged weights
     model.eval()
     return UnlearnResult(trainer.state.log_history, trainer.trajectory, provenance)
 

@@ -47,6 +47,12 @@ def _error(argv: list[str], capsys) -> str:
     (["unlearn", "--budget", '{"epochs": "2"}'], ["epochs", "a number", "'2'"]),
     (["unlearn", "--budget", "3"], ["--budget", "JSON object"]),
     (["unlearn", "--target", "./models/nope"], ["--target", "./models/nope", "not a model directory"]),
+    (["unlearn", "--lora-alpha", "16"], ["--lora-alpha", "LoRA is off", "--lora-rank"]),
+    (["finetune", "--lora-dropout", "0.1", "--lora-targets", "q_proj"], ["--lora-dropout", "--lora-targets", "--lora-rank"]),
+    (["finetune", "--lora-rank", "0"], ["--lora-", "rank=0", ">= 1"]),
+    (["unlearn", "--lora-rank", "8", "--lora-dropout", "1"], ["--lora-", "dropout", "[0, 1)"]),
+    (["tv", "--lora-rank", "8", "--lora-targets", ",", "--out", "runs/tv"], ["--lora-targets", "names no layer"]),
+    (["unlearn", "--budget", '{"lora": 8}'], ["'lora'", "valid keys", "learning_rate"]),
 ])
 def test_bad_unlearn_options(argv, words, no_work, capsys):
     err = _error(argv, capsys)
