@@ -18,6 +18,7 @@ From the results store (:mod:`palu_perta.store`) it computes, with :mod:`palu_pe
 - *collateral damage* at matched forgetting (:func:`collateral_damage`): per item, the method's value there
   minus the retain model's on the same item, with a paired bootstrap over items and a verdict
   ("loses", "gains", "cannot tell"); skipped when the results have no neighbour items;
+- the verdicts on the two papers' claims at matched forgetting (:mod:`palu_perta.verdicts`);
 - the trade-off figure: forget ROUGE-L against model utility, one curve per method, seed intervals as bars;
   with neighbour items a second one, forget ROUGE-L against neighbour ROUGE-L.
 
@@ -495,9 +496,11 @@ def _curves_figure(frame: pd.DataFrame, path: Path, y: str, ylabel: str, title: 
 
 
 def build(name: str, root: Path | None = None, out: Path | None = None) -> list[Path]:
-    """The tables (markdown and the per-point CSV) and the trade-off figure of study ``name``, written to
-    ``out`` (default: ``figures/``) as ``study_<name>*``; with neighbour items also the neighbour figure
-    ``study_<name>_neighbour.png``. Returns the paths written."""
+    """The tables (markdown, the per-point CSV, the verdicts on the papers' claims as
+    ``study_<name>_verdicts.csv``: :func:`palu_perta.verdicts.claim_table`) and the trade-off figure of study
+    ``name``, written to ``out`` (default: ``figures/``) as ``study_<name>*``; with neighbour items also the
+    neighbour figure ``study_<name>_neighbour.png``. Returns the paths written."""
+    from . import verdicts
     from .artifacts import atomic_write_text
 
     directory = Path(root or store.results_root()) / name
@@ -508,8 +511,11 @@ def build(name: str, root: Path | None = None, out: Path | None = None) -> list[
     out = Path(out or figures_dir())
     best, matched = best_fq(frame), matched_summary(at_matched_forgetting(frame))
     collateral = collateral_table(tables, frame)
-    paths = [atomic_write_text(out / f"study_{name}.md", tables_markdown(name, frame, best, matched, collateral)),
+    claims = verdicts.claim_table(tables, frame)
+    text = tables_markdown(name, frame, best, matched, collateral) + "\n" + verdicts.claims_markdown(claims)
+    paths = [atomic_write_text(out / f"study_{name}.md", text),
              atomic_write_text(out / f"study_{name}_points.csv", frame.round(6).to_csv(index=False)),
+             atomic_write_text(out / f"study_{name}_verdicts.csv", claims.round(6).to_csv(index=False)),
              tradeoff_figure(frame, out / f"study_{name}_tradeoff.png")]
     if frame["neighbour_rouge"].notna().any():
         paths.append(neighbour_figure(frame, out / f"study_{name}_neighbour.png"))
@@ -518,6 +524,10 @@ def build(name: str, root: Path | None = None, out: Path | None = None) -> list[
 
 def main(argv: Sequence[str] | None = None) -> int:
     names = list(argv if argv is not None else sys.argv[1:])
+    if any(name.startswith("-") for name in names):
+        print("usage: python -m palu_perta.report [STUDY ...]   (default: every study under results/)",
+              file=sys.stderr)
+        return 0 if set(names) & {"-h", "--help"} else 2
     root = store.results_root()
     names = names or sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.jsonl"))) if root.is_dir() \
         else names

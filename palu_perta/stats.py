@@ -4,7 +4,8 @@ Plain functions on numbers (numpy and scipy.stats only). Every interval is an :c
 
 - *Items*: :func:`bootstrap_ci` (one per-item column), :func:`bootstrap_ci_of` (an aggregate of
   several columns, e.g. model utility), :func:`paired_difference` / :func:`paired_test` (two methods
-  on the same items). Bootstraps are percentile bootstraps, seeded and deterministic.
+  on the same items), :func:`two_level_difference` (two methods, several seeds each, on the same items:
+  seeds and items resampled). Bootstraps are percentile bootstraps, seeded and deterministic.
 - *Seeds*: :func:`seed_interval` (mean and Student-t interval over training seeds).
 - *Forget quality* is ``ks_2samp(unlearned_tr, retain_tr).pvalue``. Its statistic D only takes the
   values ``|i/n - j/m|`` (the *lattice*), so forget quality moves in steps: with 10 items per model
@@ -283,6 +284,74 @@ def paired_test(a: ArrayLike, b: ArrayLike, *, n_permutations: int = 10000, seed
         perm_p = (count + 1) / (n_permutations + 1)
     wilcoxon_p = 1.0 if np.all(d == 0) else float(stats.wilcoxon(d).pvalue)
     return {"n": n, "mean_difference": float(d.mean()), "permutation_p": perm_p, "wilcoxon_p": wilcoxon_p}
+
+
+def _apply_columns(statistic: Callable[[dict[str, np.ndarray]], float], columns: dict[str, np.ndarray],
+                   n_resamples: int) -> np.ndarray:
+    """``statistic`` of every resample of (resamples, items) ``columns``: vectorised when it returns one
+    value per resample for 2-D input, else row by row."""
+    try:
+        out = np.asarray(statistic(columns), dtype=float)
+        if out.shape == (n_resamples,):
+            return out
+    except (TypeError, ValueError):
+        pass
+    return np.array([statistic({k: v[r] for k, v in columns.items()}) for r in range(n_resamples)], dtype=float)
+
+
+def two_level_difference(a: Mapping[str, ArrayLike], b: Mapping[str, ArrayLike],
+                         statistic: Callable[[dict[str, np.ndarray]], float], *,
+                         groups: Mapping[str, tuple[str, ...]] | None = None, level: float = 0.95,
+                         n_resamples: int = 2000, seed: int = 0) -> Interval:
+    """Bootstrap over seeds *and* items of ``statistic(a) - statistic(b)``: two methods, several seeds each,
+    scored on the same items.
+
+    ``a`` and ``b`` map each column name to an array of shape (seeds, items): one row per seed of that
+    method, the columns aligned item by item between the two methods (a method may have a different
+    number of seeds). Each replicate draws, with replacement, the seeds of ``a`` and, independently, the
+    seeds of ``b`` (the seed-to-seed spread), and one set of item indices applied to both methods (the
+    items are paired); the drawn seeds are averaged item by item and ``statistic`` gets ``{column: 1-D
+    per-item array}``. Columns over different items (model utility's retain, real-authors and world-facts
+    questions) go in ``groups``, ``{group: (column, ...)}``: each group draws its own item indices; without
+    ``groups`` all columns share one. The estimate is ``statistic`` of the seed means, the interval the
+    percentile bootstrap; ``n`` the number of items. ``statistic`` may take (resamples, items) arrays and
+    return one value per resample (reducing over the last axis, as ``np.mean(x, axis=-1)``): then all
+    resamples are computed at once; otherwise it is called once per resample on 1-D arrays.
+
+    With one seed per method this is the paired item bootstrap (:func:`paired_difference` for a mean).
+    With few seeds the seed draw understates the spread (three seeds give a bootstrap variance 2/3 of the
+    sample variance): an interval from three seeds is a floor on the uncertainty, not a ceiling.
+    """
+    _check_level(level)
+    a = {k: np.atleast_2d(np.asarray(v, dtype=float)) for k, v in a.items()}
+    b = {k: np.atleast_2d(np.asarray(v, dtype=float)) for k, v in b.items()}
+    if set(a) != set(b) or not a:
+        raise ValueError(f"both methods need the same columns, got {sorted(a)} and {sorted(b)}")
+    groups = dict(groups) if groups else {"items": tuple(a)}
+    grouped = [c for cols in groups.values() for c in cols]
+    if sorted(grouped) != sorted(a):
+        raise ValueError(f"groups must name every column exactly once, got {groups} for columns {sorted(a)}")
+    for cols in groups.values():
+        items = {a[c].shape[1] for c in cols} | {b[c].shape[1] for c in cols}
+        seeds = ({a[c].shape[0] for c in cols}, {b[c].shape[0] for c in cols})
+        if len(items) != 1 or len(seeds[0]) != 1 or len(seeds[1]) != 1 or 0 in items:
+            raise ValueError(f"columns of a group must share their (seeds, items) shape per method, got "
+                             f"{ {c: (a[c].shape, b[c].shape) for c in cols} }")
+    n_a, n_b = next(iter(a.values())).shape[0], next(iter(b.values())).shape[0]
+    estimate = statistic({k: v.mean(axis=0) for k, v in a.items()}) - statistic({k: v.mean(axis=0)
+                                                                                 for k, v in b.items()})
+    rng = np.random.default_rng(seed)
+    seeds_a, seeds_b = rng.integers(0, n_a, (n_resamples, n_a)), rng.integers(0, n_b, (n_resamples, n_b))
+    drawn_a, drawn_b = {}, {}
+    for cols in groups.values():
+        n_items = a[cols[0]].shape[1]
+        ix = rng.integers(0, n_items, (n_resamples, n_items))
+        for c in cols:  # (resamples, items): the drawn seeds' mean per item, at the drawn items
+            drawn_a[c] = np.take_along_axis(a[c][seeds_a].mean(axis=1), ix, axis=1)
+            drawn_b[c] = np.take_along_axis(b[c][seeds_b].mean(axis=1), ix, axis=1)
+    reps = _apply_columns(statistic, drawn_a, n_resamples) - _apply_columns(statistic, drawn_b, n_resamples)
+    n_items = sum(a[cols[0]].shape[1] for cols in groups.values())
+    return _percentile(estimate, reps, level, n_items)
 
 
 def verdict(interval: Interval, *, better: str = "higher", margin: float = 0.0) -> str:

@@ -63,3 +63,15 @@ def test_readme_results_table_is_notebook_08s():
     written = [[row[0], *row[2:]] for row in table_rows((ROOT / "figures" / "results.md").read_text(), "| model | split |")
                if split in row[1].split(" = ")]
     assert readme and readme == written, "the README's results table differs from figures/results.md"
+
+
+def test_readme_verdicts_are_the_committed_studys():
+    """The README's verdict block is what ``python -m palu_perta.verdicts cpu`` writes from the committed
+    ``figures/study_cpu_verdicts.csv`` (``tests/test_verdicts.py`` checks that file against the results)."""
+    from palu_perta import verdicts
+
+    csv = ROOT / "figures" / "study_cpu_verdicts.csv"
+    readme = (ROOT / "README.md").read_text()
+    assert csv.is_file(), "figures/study_cpu_verdicts.csv is missing: run `python -m palu_perta.report cpu`"
+    expected = verdicts.readme_block("cpu", verdicts.read_table(csv))
+    assert expected in readme, "the README's verdicts differ from the committed study's: run `python -m palu_perta.verdicts cpu`"

@@ -267,13 +267,14 @@ def test_old_results_without_neighbour_items_degrade(old_tables, old_study, tmp_
     gd = next(line for line in text.splitlines() if line.startswith("| s | f | gd | 1 of 1 |"))
     assert gd.split(" | ")[5:7] == ["-", "0.850"]  # neighbour ROUGE-L "-", retain ROUGE-L there
     paths = report.build("toy", old_study.parent, tmp_path)
-    assert sorted(p.name for p in paths) == ["study_toy.md", "study_toy_points.csv", "study_toy_tradeoff.png"]
+    assert sorted(p.name for p in paths) == ["study_toy.md", "study_toy_points.csv", "study_toy_tradeoff.png",
+                                             "study_toy_verdicts.csv"]
 
 
 def test_build_writes_tables_collateral_section_and_neighbour_figure(new_study, tmp_path):
     paths = report.build("toy", new_study.parent, tmp_path)
     assert sorted(p.name for p in paths) == ["study_toy.md", "study_toy_neighbour.png", "study_toy_points.csv",
-                                             "study_toy_tradeoff.png"]
+                                             "study_toy_tradeoff.png", "study_toy_verdicts.csv"]
     assert all(p.stat().st_size > 0 for p in paths)
     text = (tmp_path / "study_toy.md").read_text()
     assert "## Collateral damage at matched forgetting" in text and "**negative = damage**" in text
@@ -284,6 +285,9 @@ def test_build_writes_tables_collateral_section_and_neighbour_figure(new_study, 
     assert "| s | f | ga | 2 of 2 |" in text and "| s | f | retain model | - |" in text
     csv = pd.read_csv(tmp_path / "study_toy_points.csv")
     assert {"neighbour_rouge", "neighbour_rouge_low", "retain_rouge_high", "cell", "point"} <= set(csv.columns)
+    # the toy's methods (ga, gd, tv, npo) are in no claim of the papers: the verdict section says so
+    assert "## Verdicts on the papers' claims" in text and "No claim can be tested yet" in text
+    assert pd.read_csv(tmp_path / "study_toy_verdicts.csv").empty
 
 
 @pytest.mark.parametrize("keep", [("retain",), ("retain", "target"), ("retain", "ga")])

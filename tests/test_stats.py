@@ -250,3 +250,73 @@ def test_verdict_reads_intervals_of_differences():
     assert S.verdict(S.Interval(1.0, float("nan"), float("nan"))) == "cannot tell"
     with pytest.raises(ValueError):
         S.verdict(above, better="up")
+
+
+def _mean_of(column):
+    return lambda c: float(np.mean(c[column]))
+
+
+def test_two_level_difference_of_a_constant_shift_with_one_seed():
+    a = np.array([[0.9, 0.4, 0.7, 0.2]])
+    got = S.two_level_difference({"x": a}, {"x": a - 0.25}, _mean_of("x"), n_resamples=200)
+    assert got.estimate == pytest.approx(0.25) and got.low == pytest.approx(0.25) and got.high == pytest.approx(0.25)
+    assert got.n == 4
+
+
+def test_two_level_difference_resamples_seeds_by_hand():
+    # every item equal: only the seed draw moves the mean. Two seeds of a (0 and 1), one of b (0): the drawn
+    # seed mean of a is 0, 0.5 or 1 with probabilities 1/4, 1/2, 1/4, so the 95 % interval is [0, 1]
+    a = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    b = np.zeros((1, 3))
+    got = S.two_level_difference({"x": a}, {"x": b}, _mean_of("x"), n_resamples=4000, seed=1)
+    assert got.estimate == pytest.approx(0.5)
+    assert (got.low, got.high) == (0.0, 1.0)
+    reps_share = S.two_level_difference({"x": a}, {"x": b}, _mean_of("x"), level=0.4, n_resamples=4000, seed=1)
+    assert (reps_share.low, reps_share.high) == (0.5, 0.5)  # the middle 40 % is all 0.5 (half the draws)
+
+
+def test_two_level_difference_pairs_items_between_methods():
+    # b is a shifted by 0.1 on every item: whatever items are drawn, the difference is 0.1 (paired), although
+    # the items themselves vary widely; unpaired resampling would give a wide interval. Three seeds that agree
+    # item by item: drawing seeds changes nothing
+    rng = np.random.default_rng(0)
+    a = np.repeat(rng.uniform(0, 1, size=(1, 50)), 3, axis=0)
+    got = S.two_level_difference({"x": a}, {"x": a - 0.1}, _mean_of("x"), n_resamples=300)
+    assert got.low == pytest.approx(0.1) and got.high == pytest.approx(0.1)
+    unpaired = S.two_level_difference({"x": a}, {"x": a[:, ::-1] - 0.1}, _mean_of("x"), n_resamples=300)
+    assert unpaired.high - unpaired.low > 0.1  # the same values, items not aligned: the item spread shows
+
+
+def test_two_level_difference_more_seed_spread_gives_a_wider_interval():
+    rng = np.random.default_rng(0)
+    items = rng.uniform(0, 1, size=40)
+    narrow = np.stack([items + s for s in (-0.01, 0.0, 0.01)])
+    wide = np.stack([items + s for s in (-0.2, 0.0, 0.2)])
+    base = items[None, :]
+    got_narrow = S.two_level_difference({"x": narrow}, {"x": base}, _mean_of("x"), n_resamples=500)
+    got_wide = S.two_level_difference({"x": wide}, {"x": base}, _mean_of("x"), n_resamples=500)
+    assert got_narrow.estimate == pytest.approx(0.0, abs=1e-12) and got_wide.estimate == pytest.approx(0.0, abs=1e-12)
+    assert got_wide.high - got_wide.low > 5 * (got_narrow.high - got_narrow.low)
+
+
+def test_two_level_difference_groups_draw_their_own_items():
+    # a harmonic mean of two groups' means, as model utility is; the estimate is the statistic of seed means
+    a = {"p": np.array([[0.5, 0.7], [0.7, 0.9]]), "q": np.array([[0.2, 0.4, 0.6], [0.4, 0.6, 0.8]])}
+    b = {"p": np.array([[0.5, 0.7]]), "q": np.array([[0.2, 0.4, 0.6]])}
+
+    def utility(c):
+        return 2 / (1 / c["p"].mean() + 1 / c["q"].mean())
+
+    got = S.two_level_difference(a, b, utility, groups={"g1": ("p",), "g2": ("q",)}, n_resamples=300)
+    assert got.estimate == pytest.approx(2 / (1 / 0.7 + 1 / 0.5) - 2 / (1 / 0.6 + 1 / 0.4))
+    assert got.n == 5 and got.low <= got.estimate <= got.high
+
+
+def test_two_level_difference_refuses_mismatched_columns_and_groups():
+    a = {"x": np.zeros((2, 3))}
+    with pytest.raises(ValueError, match="same columns"):
+        S.two_level_difference(a, {"y": np.zeros((1, 3))}, _mean_of("x"))
+    with pytest.raises(ValueError, match="groups must name every column"):
+        S.two_level_difference(a, {"x": np.zeros((1, 3))}, _mean_of("x"), groups={"g": ("x", "y")})
+    with pytest.raises(ValueError, match="share their"):
+        S.two_level_difference(a, {"x": np.zeros((1, 4))}, _mean_of("x"))

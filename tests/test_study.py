@@ -217,7 +217,7 @@ def test_report_rebuilds_tables_and_figure_from_results(straight, tmp_path):
 
     paths = report.build(SMALL.name, straight, tmp_path)
     assert sorted(p.name for p in paths) == sorted([f"study_{SMALL.name}.md", f"study_{SMALL.name}_points.csv",
-                                                    f"study_{SMALL.name}_tradeoff.png",
+                                                    f"study_{SMALL.name}_tradeoff.png", f"study_{SMALL.name}_verdicts.csv",
                                                     f"study_{SMALL.name}_neighbour.png"])  # smoke data has neighbours
     text = (tmp_path / f"study_{SMALL.name}.md").read_text()
     assert "## Collateral damage at matched forgetting" in text

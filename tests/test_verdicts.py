@@ -1,0 +1,139 @@
+"""The papers' claims read at matched forgetting (palu_perta.verdicts), on the hand-built study of
+test_report_neighbour: every number below is computed by hand from that study's items."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from palu_perta import report, stats, store, verdicts
+
+from .test_report_neighbour import write_study
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(verdicts, "RESAMPLES", 400)
+        patch.setattr(report, "RESAMPLES", 100)
+        tables = store.load(write_study(tmp_path_factory.mktemp("results") / "toy"))
+        frame = report.points(tables)
+        yield tables, frame
+
+
+def _claims(*pairs, test="better"):
+    return tuple(verdicts.Claim(f"{m}-{b}", "X", f"{m} over {b}", m, b, test) for m, b in pairs)
+
+
+def _one(table, metric):
+    rows = table[table["metric"] == metric]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+# ga at matched forgetting: seed 0 halfway from epoch 1 to 2, seed 1 at 0.8 of the way; tv at 2/3 of the way from
+# the target model to 1 x lambda* (one seed)
+GA_NEIGHBOUR = np.mean([[0.5, 0.3, 0.7, 0.2], [0.4, 0.2, 0.6, 0.24]], axis=0)
+TV_NEIGHBOUR = np.array([0.9, 0.7, 1.0, 0.5]) + 2 / 3 * (np.array([0.9, 0.9, 1.0, 0.8]) - [0.9, 0.7, 1.0, 0.5])
+
+
+def test_a_method_that_keeps_more_on_every_item_holds_and_the_reverse_fails(toy):
+    tables, frame = toy
+    table = verdicts.claim_table(tables, frame, _claims(("tv", "ga"), ("ga", "tv")))
+    forward = _one(table[table["claim"] == "tv-ga"], "neighbour_rouge")
+    assert forward["difference"] == pytest.approx(TV_NEIGHBOUR.mean() - GA_NEIGHBOUR.mean())
+    assert forward["low"] > 0 and forward["verdict"] == "holds"
+    assert (forward["items"], forward["seeds_method"], forward["seeds_baseline"]) == (4, 1, 2)
+    assert (forward["seeds_method_total"], forward["seeds_baseline_total"]) == (1, 2)
+    backward = _one(table[table["claim"] == "ga-tv"], "neighbour_rouge")
+    assert backward["difference"] == pytest.approx(-forward["difference"]) and backward["verdict"] == "fails"
+    # with two seeds of ga the seed draw widens the interval beyond the items-only one (or leaves it equal)
+    assert forward["high"] - forward["low"] >= forward["items_only_high"] - forward["items_only_low"] - 1e-9
+
+
+def test_model_utility_is_recomputed_from_the_interpolated_items(toy):
+    tables, frame = toy
+    row = _one(verdicts.claim_table(tables, frame, _claims(("tv", "ga"))), "model_utility")
+    options = {"prob_normalised": [0.5, 0.7, 0.9], "rougeL_recall": [0.5, 0.7, 0.9], "truth_ratio": [0.6] * 3}
+
+    def utility(retain_rouge):
+        columns = {"retain:prob": retain_rouge, "retain:rougeL_recall": retain_rouge, "retain:truth_ratio": [0.7] * 4}
+        for split in ("real_authors", "world_facts"):
+            columns.update({f"{split}:{k}": v for k, v in options.items()})
+        return verdicts.kept_utility({k: np.asarray(v, float) for k, v in columns.items()})
+
+    ga = np.mean([[0.6, 0.5, 0.7, 0.4], [0.8 - 0.32, 0.7 - 0.32, 0.9 - 0.32, 0.6 - 0.32]], axis=0)
+    tv = np.array([0.9, 0.8, 1.0, 0.7])  # the target's retain items, unchanged by tv
+    assert row["difference"] == pytest.approx(utility(tv) - utility(ga))
+    assert row["items"] == 4 + 3 + 3 and row["verdict"] == "holds"
+
+
+def test_kept_utility_is_the_summarys_model_utility_and_vectorises():
+    rng = np.random.default_rng(0)
+    raw = {f"{split}:{name}": rng.uniform(0.05, 1.5 if name == "truth_ratio" else 1.0, size=7)
+           for split, names in report.UTILITY_COLUMNS.items() for name in names}
+    kept = {k: report.item_scores(v, k.split(":")[1]) for k, v in raw.items()}
+    assert verdicts.kept_utility(kept) == pytest.approx(report._utility(raw))
+    stacked = {k: np.stack([v, v[::-1] * 0.5]) for k, v in kept.items()}
+    rows = [verdicts.kept_utility({k: v[r] for k, v in stacked.items()}) for r in range(2)]
+    assert verdicts.kept_utility(stacked) == pytest.approx(rows)
+    kept["retain:prob"] = np.zeros(7)  # one component at 0: utility 0, as the summary's
+    assert verdicts.kept_utility(kept) == 0.0
+
+
+def test_a_method_that_never_reaches_matched_forgetting_and_one_never_run(toy):
+    tables, frame = toy
+    table = verdicts.claim_table(tables, frame, _claims(("npo", "ga"), ("palu", "ga"), ("ga", "missing")))
+    assert set(table["claim"]) == {"npo-ga"}  # claims about methods the study never ran are left out
+    assert set(table["verdict"]) == {"not reached: npo"}
+    assert table["difference"].isna().all() and (table["seeds_method"] == 0).all()
+
+
+def test_competitive_claims_read_the_interval_against_the_margin():
+    interval = stats.Interval
+    assert verdicts.noninferiority_verdict(interval(-0.01, -0.015, 0.02), 0.02) == "holds"
+    assert verdicts.noninferiority_verdict(interval(-0.05, -0.06, -0.03), 0.02) == "fails"
+    assert verdicts.noninferiority_verdict(interval(-0.02, -0.04, 0.0), 0.02) == "cannot tell at this size"
+    assert verdicts.noninferiority_verdict(interval(0.0, float("nan"), float("nan")), 0.02) == "cannot tell at this size"
+    with pytest.raises(ValueError, match="margin"):
+        verdicts.noninferiority_verdict(interval(0.0, 0.0, 0.0), -1)
+
+
+def test_claims_name_labels_the_grids_declare():
+    from palu_perta import study
+
+    labels = {cell.label for grid in study.GRIDS.values() for cell in grid.cells()}
+    methods = {cell.method for grid in study.GRIDS.values() for cell in grid.cells()}
+    for claim in verdicts.CLAIMS:
+        for name in (claim.method, claim.baseline):
+            assert name in labels or name in methods, f"{claim.key}: no grid runs {name!r}"
+        assert claim.test in ("better", "competitive")
+    assert verdicts.PALU_FULL == "palu alpha=1 temporal=onset top_k=1 vocab=topk"
+
+
+def test_markdown_states_the_interval_and_the_verdict(toy):
+    tables, frame = toy
+    table = verdicts.claim_table(tables, frame, _claims(("tv", "ga")))
+    text = verdicts.claims_markdown(table)
+    assert "bootstrap over seeds and items" in text
+    row = _one(table, "neighbour_rouge")
+    assert f"{row['difference']:.3f} [{row['low']:.3f}, {row['high']:.3f}]" in text
+    assert "| 4 | 1 of 1 / 2 of 2 | holds |" in text
+    assert "No claim can be tested yet" in verdicts.claims_markdown(table.iloc[:0])
+
+
+def test_the_committed_verdicts_are_what_the_committed_results_give():
+    """figures/study_cpu_verdicts.csv (and so the README's verdict block) is rebuilt from results/cpu: a
+    result added without `python -m palu_perta.report cpu`, or a change of the reading, fails here."""
+    from palu_perta.config import repo_root
+
+    root = repo_root()
+    if root is None or not (root / "results" / "cpu").is_dir():
+        pytest.skip("needs the git checkout's results/")
+    committed = verdicts.read_table(root / "figures" / "study_cpu_verdicts.csv")
+    rebuilt = verdicts.claim_table(store.load(root / "results" / "cpu")).round(6).reset_index(drop=True)
+    assert list(committed.columns) == list(rebuilt.columns)
+    assert len(committed) == len(rebuilt), "rerun `python -m palu_perta.report cpu` and `python -m palu_perta.verdicts cpu`"
+    if len(rebuilt):
+        pd.testing.assert_frame_equal(committed, rebuilt, check_dtype=False, atol=1e-6)
