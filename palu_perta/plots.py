@@ -3,18 +3,27 @@
 ``savefig(fig, name, profile)`` writes ``figures/<name>.png`` for the default ``cpu``
 profile (the figures the README shows) and ``figures/<profile>/<name>.png`` for the others,
 so a smoke run in the tests never overwrites the committed figures.
+
+The two methods drawn (notebook 00, the README): :func:`palu_example` computes, with the loss's own
+encoding and ``onset_mask``, what :func:`palu_schematic` draws (an answer's tokens, its sensitive spans and
+onsets, and the top-K logits at one onset); :func:`perta_slice` takes a block of one weight matrix from a
+task vector and PerTA's weights, and :func:`perta_schematic` draws tau, w and the update -lambda (w ⊙ tau).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import seaborn as sns
+import torch
+from matplotlib.patches import ConnectionPatch
 
+from .losses import onset_mask
 from .paths import figures_dir
-from .tokenization import ORDINARY, PROMPT, SENSITIVE
+from .tokenization import ORDINARY, PROMPT, SENSITIVE, Collator, encode_qa, pad_id
 
 DPI = 120
 CLASS_COLOURS = {PROMPT: "#d9d9d9", ORDINARY: "#9ecae1", SENSITIVE: "#fc9272"}
@@ -49,25 +58,28 @@ def draw_tokens(
     classes: Sequence[int],
     onset: Sequence[bool] | None = None,
     width: float = 60.0,
-) -> None:
+) -> list[plt.Rectangle]:
     """Draw tokens as coloured boxes (grey prompt, blue ordinary, red sensitive), wrapping lines.
 
-    ``onset[i]`` (optional) outlines the tokens that PALU's forget term acts on.
+    ``onset[i]`` (optional) outlines the tokens that PALU's forget term acts on. Returns the boxes, one
+    per token, in order (in data coordinates of ``ax``).
     """
     x, y, row_height = 0.0, 0.0, 1.0
+    boxes = []
     for i, (tok, cls) in enumerate(zip(tokens, classes)):
         text = tok.replace("\n", "\\n") or " "
         w = max(1.0, len(text)) * 0.62 + 0.4
         if x + w > width:
             x, y = 0.0, y - row_height * 1.25
         edge = ONSET_COLOUR if onset is not None and onset[i] else "white"
-        ax.add_patch(plt.Rectangle((x, y), w, row_height, facecolor=CLASS_COLOURS[cls], edgecolor=edge,
-                                   linewidth=2.0 if edge != "white" else 0.5))
+        boxes.append(ax.add_patch(plt.Rectangle((x, y), w, row_height, facecolor=CLASS_COLOURS[cls], edgecolor=edge,
+                                                linewidth=2.0 if edge != "white" else 0.5)))
         ax.text(x + w / 2, y + row_height / 2, text, ha="center", va="center", fontsize=8, family="monospace")
         x += w + 0.15
     ax.set_xlim(-0.2, width + 0.2)
     ax.set_ylim(y - 0.3, row_height + 0.3)
     ax.set_axis_off()
+    return boxes
 
 
 def class_legend(ax: plt.Axes, with_onset: bool = False) -> None:
@@ -131,3 +143,141 @@ def label_points(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], labels:
         annotations.append(ann)
         obstacles.append(tuple(ann.get_window_extent(renderer).extents))
     return annotations
+
+
+# ----------------------------------------------------------------------------- the methods, drawn
+
+
+def palu_example(model: Any, tokenizer: Any, record: dict, *, first_n: int = 3, top_k: int = 50,
+                 which: int = 0) -> dict[str, Any]:
+    """What :func:`palu_schematic` draws for one forget record, computed as PALU's loss computes it.
+
+    ``encode_qa`` gives the answer tokens and their classes (the record's ``target_words`` spans mapped
+    through the tokenizer's offsets), ``losses.onset_mask`` the onset positions on the shifted classes
+    (position t predicts token t + 1), and ``model`` the logits at the ``which``-th onset position: its
+    top-``top_k`` (as the frozen reference ranks them) and their mean over the whole vocabulary, c_t.
+    Returns the keyword arguments of :func:`palu_schematic`; ``onset`` and ``position`` index the answer
+    tokens (EOS included), ``onset[i]`` telling whether answer token i is an onset token.
+    """
+    example = encode_qa(tokenizer, record["question"], record["answer"], record.get("target_words"))
+    batch = Collator(pad_id(tokenizer))([example])
+    onset = onset_mask(batch["token_classes"][:, 1:], first_n)[0]  # [T - 1]: position t predicts t + 1
+    positions = onset.nonzero()[:, 0].tolist()
+    if not positions:
+        raise ValueError("the record's answer has no sensitive token: nothing for PALU to act on")
+    pos = positions[which]
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                       use_cache=False).logits[0, pos].float().cpu()
+    top = logits.topk(top_k)
+    start = example["prompt_length"]
+    return {
+        "tokens": [tokenizer.decode([i]) for i in example["input_ids"][start:]],
+        "classes": example["token_classes"][start:],
+        "onset": ([False] + onset.tolist())[start:],
+        "position": pos + 1 - start,
+        "candidates": [tokenizer.decode([i]) for i in top.indices.tolist()],
+        "logits": top.values.tolist(),
+        "vocab_mean": float(logits.mean()),
+        "true_rank": next((r for r, i in enumerate(top.indices.tolist()) if i == example["input_ids"][pos + 1]), None),
+        "first_n": first_n,
+    }
+
+
+def palu_schematic(tokens: Sequence[str], classes: Sequence[int], onset: Sequence[bool], position: int,
+                   candidates: Sequence[str], logits: Sequence[float], vocab_mean: float,
+                   true_rank: int | None = None, first_n: int = 3, shown: int = 12,
+                   model_name: str = "the model") -> plt.Figure:
+    """PALU on one answer: its tokens (sensitive spans in red, onset tokens outlined) and, for the onset
+    token at ``position``, the logits of its top-K candidates drawn from the vocabulary mean c_t.
+
+    Inputs as :func:`palu_example` returns them (``logits``: the K largest, in decreasing order;
+    ``true_rank``: where the answer's own token is among them). The first ``shown`` candidates are drawn.
+    Axes: the tokens, then the logits.
+    """
+    k = len(logits)
+    fig = plt.figure(figsize=(11, 5.6))
+    grid = fig.add_gridspec(2, 3, height_ratios=[1.0, 1.5], width_ratios=[0.12, 1, 0.12], hspace=0.45)
+    ax_tokens, ax_logits = fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, 1])
+    boxes = draw_tokens(ax_tokens, tokens, classes, onset, width=70)
+    class_legend(ax_tokens, with_onset=True)
+    ax_tokens.set_title(f"1. the answer's tokens: sensitive spans in red; outlined, the onsets (first N = {first_n} "
+                        "tokens of each span), the only positions PALU's forget term acts on", fontsize=9, loc="left")
+
+    n = min(shown, k)
+    heights = [z - vocab_mean for z in logits[:n]]
+    colours = [ONSET_COLOUR if r == true_rank else "#969696" for r in range(n)]
+    ax_logits.bar(range(n), heights, bottom=vocab_mean, color=colours)
+    ax_logits.axhline(vocab_mean, color="black", ls="--", lw=1)
+    ax_logits.text(n - 0.5, vocab_mean, "  c_t: mean logit over the vocabulary", va="center", ha="left", fontsize=8)
+    ax_logits.annotate("", xy=(0, vocab_mean + 0.3 * heights[0]), xytext=(0, vocab_mean + 0.95 * heights[0]),
+                       arrowprops=dict(arrowstyle="-|>", color="black", lw=1.5))
+    ax_logits.set_xticks(range(n), [repr(c) for c in candidates[:n]], rotation=45, ha="right", fontsize=8)
+    ax_logits.set_xlim(-0.6, n - 0.4)
+    ax_logits.set_ylabel("logit z")
+    more = f" (the first {n} drawn)" if k > n else ""
+    truth = (f"red: the answer's own token {tokens[position]!r}" if true_rank is not None and true_rank < n
+             else f"the answer's own token {tokens[position]!r} is not among these")
+    ax_logits.set_title(f"2. at the onset {tokens[position]!r}: the top-K = {k} logits of {model_name}{more};\n"
+                        f"{truth}. PALU pulls each of the K towards c_t", fontsize=9, loc="left")
+    top_value = max(logits[0], vocab_mean)
+    ax_logits.set_ylim(vocab_mean - 0.12 * (top_value - vocab_mean) - 0.1, top_value + 0.08 * (top_value - vocab_mean) + 0.1)
+    box = boxes[position]
+    fig.add_artist(ConnectionPatch(xyA=(box.get_x() + box.get_width() / 2, box.get_y()), coordsA=ax_tokens.transData,
+                                   xyB=(-0.02, 1.12), coordsB=ax_logits.transAxes, arrowstyle="-|>",
+                                   color=ONSET_COLOUR, lw=1.2))
+    fig.suptitle(r"PALU: $L_\mathrm{forget} = \mathrm{mean}_{t\,\in\,\mathrm{onsets}}\ \frac{1}{K}"
+                 r"\sum_{i\,\in\,\mathrm{top}\text{-}K_\mathrm{ref}(t)} (z_{t,i} - c_t)^2$", fontsize=13, y=1.0)
+    return fig
+
+
+def perta_slice(tau: Mapping[str, Any], weights: Mapping[str, Any], name: str | None = None,
+                rows: int = 12, cols: int = 16) -> dict[str, Any]:
+    """A small block of one weight matrix, for :func:`perta_schematic`: tau and w over rows x cols entries.
+
+    ``name`` defaults to the first 2-D tensor whose name contains "mlp" (else the first 2-D tensor). The
+    block is the one at the matrix's top-left corner: no choice of entries that would flatter the picture.
+    """
+    if name is None:
+        matrices = [n for n in tau.keys() if tau[n].dim() == 2]
+        name = next((n for n in matrices if "mlp" in n), matrices[0])
+    block = (slice(0, rows), slice(0, cols))
+    return {"tau": tau[name][block].float().cpu().numpy(), "weights": weights[name][block].float().cpu().numpy(),
+            "name": f"{name}[:{rows}, :{cols}]"}
+
+
+def perta_schematic(tau: Any, weights: Any, lam: float, name: str = "") -> plt.Figure:
+    """PerTA on a block of one weight matrix: the task vector tau, the weights w, PerTA's update
+    -lam (w ⊙ tau) and, for comparison, task arithmetic's -lam tau, as four heatmaps (the two updates on
+    one colour scale). ``tau`` and ``weights`` are 2-D arrays of one shape (:func:`perta_slice`).
+    Axes: the four heatmaps, then their colour bars.
+    """
+    import numpy as np
+
+    tau, weights = np.asarray(tau, dtype=float), np.asarray(weights, dtype=float)
+    update, tv = -lam * weights * tau, -lam * tau
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.5), gridspec_kw={"wspace": 0.35})
+    tau_max, step_max = float(np.abs(tau).max()) or 1.0, float(np.abs(tv).max()) or 1.0
+    panels = [
+        (tau, r"task vector $\tau = \theta_\mathrm{ft} - \theta_o$", "RdBu_r", -tau_max, tau_max),
+        (weights, r"weights $w = I_f\,/\,(I_f + I_r + \varepsilon)$", "viridis", 0.0, 1.0),
+        (update, rf"PerTA's update $-\lambda\,(w \odot \tau)$, $\lambda = {lam:g}$", "RdBu_r", -step_max, step_max),
+        (tv, r"for comparison, TV's $-\lambda\,\tau$", "RdBu_r", -step_max, step_max),
+    ]
+    for ax, (values, title, cmap, lo, hi) in zip(axes, panels):
+        sns.heatmap(values, ax=ax, cmap=cmap, vmin=lo, vmax=hi, square=True, xticklabels=False, yticklabels=False,
+                    cbar_kws={"orientation": "horizontal", "pad": 0.05, "shrink": 0.9})
+        colour_bar = ax.collections[0].colorbar
+        colour_bar.set_ticks([lo, (lo + hi) / 2, hi], labels=[f"{v:.2g}" for v in (lo, (lo + hi) / 2, hi)])
+        ax.set_title(title, fontsize=10)
+    fig.canvas.draw()  # final positions of the square heatmaps
+    for left, right, symbol in zip(axes[:3], axes[1:], (r"$\odot$", r"$\Rightarrow$", "vs")):  # between the panels
+        a, b = left.get_position(), right.get_position()
+        fig.text((a.x1 + b.x0) / 2, (a.y0 + a.y1) / 2, symbol, fontsize=20 if symbol != "vs" else 12,
+                 ha="center", va="center")
+    fig.suptitle(r"PerTA: $\theta = \theta_o - \lambda\,(w \odot \tau)$: task arithmetic braked weight by weight "
+                 "(w near 1: the weight matters for the forget set; near 0: for the retain set)\n"
+                 f"a {tau.shape[0]} x {tau.shape[1]} block of {name}", fontsize=11,
+                 y=max(ax.get_position().y1 for ax in axes) + 0.14, va="bottom")
+    return fig
