@@ -225,6 +225,32 @@ def atomic_write_json(path: Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=1, default=float))
 
 
+def entry_key(path: str | os.PathLike) -> str:
+    """``<kind>/<entry>``: how a key names a cache entry, whether or not it exists (it carries the entry's hash)."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}"
+
+
+def remove_entry(path: str | os.PathLike) -> bool:
+    """Delete the cache entry ``path`` (scratch no later step needs): it is first moved aside under a unique
+    name, atomically, then deleted, so a builder never meets half an entry and two removers never delete the
+    same folder. Returns whether an entry was removed (False: none there, or the cache is read-only)."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    try:
+        aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+    except OSError:  # a read-only (shared) cache: nothing to free here
+        return False
+    try:
+        os.replace(path, aside / "entry")
+        removed = True
+    except OSError:  # another process removed or replaced it first
+        removed = False
+    shutil.rmtree(aside, ignore_errors=True)
+    return removed
+
+
 def cached(
     kind: str,
     name: str,

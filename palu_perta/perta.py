@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from palu_perta import pipeline
-from palu_perta.artifacts import atomic_write_json, cached, entry_path
+from palu_perta.artifacts import atomic_write_json, cached, entry_key, entry_path, is_complete, remove_entry
 from palu_perta.config import FinetuneConfig, Profile
 from palu_perta.evaluation import generate_answers
 from palu_perta.importance import parameter_importance
@@ -43,7 +43,7 @@ from palu_perta.metrics import rouge_scores
 from palu_perta.models import load_model
 from palu_perta.task_vectors import TaskVector, check_same_keys
 from palu_perta.tokenization import Collator, encode_records, pad_id
-from palu_perta.training import finetuned_model, records_info
+from palu_perta.training import finetuned_entry, finetuned_model, records_info
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
@@ -159,6 +159,7 @@ def weights_summary(weights: Mapping[str, Tensor], bins: int = 10_000) -> dict[s
 #     cfg = perta_config(profile)                                    # recipe derived from the profile
 #     ft = reinforced_model(profile, bench, target)                  # theta_ft (cached fine-tune)
 #     tau = task_vector_for(profile, target, ft)                     # theta_ft - theta_o (safetensors)
+#     tau = reinforced_task_vector(profile, bench, target)           # the same, found without theta_ft on disk
 #     i_f = importance_for(profile, target, bench.forget, "grad")    # safetensors
 #     u = unlearned(profile, bench, target, "perta-grad", lam=2.0)   # lazy factory + cache key
 #     ev = pipeline.evaluation(profile, u.factory, bench, retain_eval, name=u.name, key=u.key)
@@ -267,9 +268,21 @@ def reinforced_model(
                            base=str(target_dir), cfg=cfg.reinforce, progress=progress)
 
 
+def reinforced_entry(profile: Profile, bench: Any, target_dir: str | Path, cfg: PerTAConfig | None = None) -> Path:
+    """Where :func:`reinforced_model` keeps theta_ft: computed from its configuration (the reinforcement
+    recipe, the forget data, the seed, the target's key), nothing trained; the entry may not exist."""
+    cfg = cfg or perta_config(profile)
+    return finetuned_entry(profile, "reinforced", records_info(bench.source, bench.forget), base=str(target_dir),
+                           cfg=cfg.reinforce)
+
+
+def _tau_config(profile: Profile, original: str | Path, finetuned_key: str) -> dict[str, Any]:
+    return {"original": model_key(original), "finetuned": finetuned_key, "seed": profile.seed}
+
+
 def task_vector_entry(profile: Profile, original: str | Path, finetuned: str | Path) -> Path:
     """The cache entry holding tau = finetuned - original (``tau.safetensors``, float32), built if missing."""
-    config = {"original": model_key(original), "finetuned": model_key(finetuned), "seed": profile.seed}
+    config = _tau_config(profile, original, model_key(finetuned))
 
     def build(directory: Path) -> dict[str, Any]:
         theta_o, _ = load_model(str(original), device="cpu", dtype=torch.float32, seed=profile.seed)
@@ -286,6 +299,47 @@ def task_vector_for(profile: Profile, original: str | Path, finetuned: str | Pat
     return TaskVector.load(task_vector_entry(profile, original, finetuned) / TAU_FILE)
 
 
+def reinforced_task_vector_path(profile: Profile, bench: Any, target_dir: str | Path,
+                                cfg: PerTAConfig | None = None) -> Path:
+    """Where the entry of tau = theta_ft - theta_o is (or will be), theta_ft being :func:`reinforced_model`'s:
+    the key names theta_ft's entry as computed from its configuration (:func:`reinforced_entry`), which is
+    the key :func:`task_vector_entry` gives once theta_ft exists. Nothing is trained."""
+    config = _tau_config(profile, target_dir, entry_key(reinforced_entry(profile, bench, target_dir, cfg)))
+    return entry_path("task_vectors", f"{profile.name}-tau", config)
+
+
+def reinforced_task_vector_entry(
+    profile: Profile, bench: Any, target_dir: str | Path, cfg: PerTAConfig | None = None, progress: bool = True,
+    keep_finetuned: bool = True,
+) -> Path:
+    """The entry of tau = theta_ft - theta_o for :func:`reinforced_model`'s theta_ft, found without theta_ft
+    on disk (:func:`reinforced_task_vector_path`). Only when tau is missing is theta_ft looked up, or
+    fine-tuned, and tau built from it by :func:`task_vector_entry` (the same key, the same tensors).
+    ``keep_finetuned=False`` deletes theta_ft's entry once tau is cached: it is scratch when no notebook
+    reads it, and :func:`reinforced_model` fine-tunes it again (deterministically) when asked for."""
+    cfg = cfg or perta_config(profile)
+    ft = reinforced_entry(profile, bench, target_dir, cfg)
+    path = reinforced_task_vector_path(profile, bench, target_dir, cfg)
+    config = _tau_config(profile, target_dir, entry_key(ft))
+    if not is_complete(path, config):
+        built = task_vector_entry(profile, target_dir, reinforced_model(profile, bench, target_dir, cfg, progress))
+        if built != path:
+            raise RuntimeError(f"tau was cached as {entry_key(built)} but its configuration names {entry_key(path)}: "
+                               "reinforced_entry no longer matches reinforced_model; report this as a bug")
+    if not keep_finetuned:
+        remove_entry(ft)
+    return path
+
+
+def reinforced_task_vector(
+    profile: Profile, bench: Any, target_dir: str | Path, cfg: PerTAConfig | None = None, progress: bool = True,
+    keep_finetuned: bool = True,
+) -> TaskVector:
+    """tau = theta_ft - theta_o (float32, on the CPU) from :func:`reinforced_task_vector_entry`."""
+    return TaskVector.load(reinforced_task_vector_entry(profile, bench, target_dir, cfg, progress,
+                                                        keep_finetuned) / TAU_FILE)
+
+
 # ------------------------------------------------------------------------------------ importances
 
 
@@ -294,6 +348,12 @@ def importance_batches(tokenizer: Any, records: Sequence[dict], max_length: int,
     examples = [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in encode_records(tokenizer, records, max_length)]
     collate = Collator(pad_id(tokenizer), "right", with_classes=False)
     return [collate(examples[i:i + batch_size]) for i in range(0, len(examples), batch_size)]
+
+
+def _importance_config(profile: Profile, model_dir: str | Path, records: Sequence[dict], method: str,
+                       fraction: float) -> dict[str, Any]:
+    return {"model": model_key(model_dir), "data": _records_key(records), "method": method, "fraction": fraction,
+            "seed": profile.seed, "max_length": profile.finetune.max_length}
 
 
 def importance_entry(
@@ -308,8 +368,7 @@ def importance_entry(
     progress: bool = True,
 ) -> Path:
     """The cache entry of :func:`importance_for` (``importance.safetensors``), built if missing."""
-    config = {"model": model_key(model_dir), "data": _records_key(records), "method": method, "fraction": fraction,
-              "seed": profile.seed, "max_length": profile.finetune.max_length}
+    config = _importance_config(profile, model_dir, records, method, fraction)
 
     def build(directory: Path) -> dict[str, Any]:
         model, tokenizer = load_model(str(model_dir), seed=profile.seed)
@@ -352,6 +411,17 @@ def importance_for(
 def importance_model(profile: Profile, target_dir: str | Path, cfg: PerTAConfig) -> str:
     """Where importances are evaluated: the target (theta_o) or the profile's base model."""
     return str(target_dir) if cfg.importance_at == "target" else profile.model
+
+
+def weights_entries(profile: Profile, bench: Any, target_dir: str | Path, method: str,
+                    cfg: PerTAConfig | None = None) -> list[Path]:
+    """Where the forget and retain importances :func:`perta_weights_for` reads are kept (computed, nothing built)."""
+    cfg = cfg or perta_config(profile)
+    method = method.removeprefix("perta-")
+    where = importance_model(profile, target_dir, cfg)
+    return [entry_path("importance", f"{profile.name}-{method}-{label}",
+                       _importance_config(profile, where, records, method, cfg.fraction))
+            for label, records in (("forget", bench.forget), ("retain", bench.retain))]
 
 
 def perta_weights_for(profile: Profile, bench: Any, target_dir: str | Path, method: str,
@@ -454,7 +524,7 @@ def task_vector_and_weights(
     PerTA's weights, or the ``control`` that replaces them (each part cached). So a caller probing many
     lambdas builds them once and calls :func:`perta_unlearn` per lambda."""
     cfg = cfg or perta_config(profile)
-    tau = task_vector_for(profile, target_dir, reinforced_model(profile, bench, target_dir, cfg, progress))
+    tau = reinforced_task_vector(profile, bench, target_dir, cfg, progress)
     weights = None if method == "tv" else perta_weights_for(profile, bench, target_dir, method, cfg, progress)
     if control == "constant":
         weights = constant_weights_like(weights)
@@ -585,14 +655,14 @@ def calibrate_lambda(
     if points < 1:
         raise ValueError(f"points must be >= 1, got {points}")
     cfg = cfg or perta_config(profile)
-    theta_ft = reinforced_model(profile, bench, target_dir, cfg, progress)
-    config = {"target": model_key(target_dir), "retain": model_key(retain_dir), "finetuned": model_key(theta_ft),
+    theta_ft = reinforced_entry(profile, bench, target_dir, cfg)  # named, not needed: tau is found without it
+    config = {"target": model_key(target_dir), "retain": model_key(retain_dir), "finetuned": entry_key(theta_ft),
               "forget": _records_key(bench.forget), "points": points, "start": start, "max_steps": max_steps,
               "min_gap": min_gap, "generation": {"max_new_tokens": profile.max_new_tokens}}
 
     def build(directory: Path) -> None:
         begin = time.perf_counter()
-        tau = task_vector_for(profile, target_dir, theta_ft)
+        tau = reinforced_task_vector(profile, bench, target_dir, cfg, progress)
         target, tokenizer = load_model(str(target_dir), seed=profile.seed)
         retain, _ = load_model(str(retain_dir), seed=profile.seed)
         target_rouge = forget_rouge(target, tokenizer, bench.forget, profile)

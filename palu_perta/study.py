@@ -22,6 +22,10 @@ study restarts at the first cell without a file, and inside that cell from its s
 unlearning run from its last epoch checkpoint, a lambda sweep from its last evaluated lambda. The
 scratch folder (checkpoints, no results) is deleted when the cell's file is written.
 
+Models are scratch too: a seed's reinforced model theta_ft is deleted once its tau is cached, and tau
+and the importances after the last cell of the run that reads them (:func:`release_entries`); a later
+run (or notebook) that needs one again rebuilds it. The cache keeps the base, target and retain models.
+
     python -m palu_perta study --profile cpu --dry-run     # the cells, what is done, the time left
     python -m palu_perta study --profile cpu               # run (or resume) it
 """
@@ -39,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .artifacts import artifacts_root, atomic_write_json, config_hash
+from .artifacts import artifacts_root, atomic_write_json, config_hash, remove_entry
 from .config import Profile, get_profile, lambda_grid_points, unlearn_budget
 from .store import cell_header, results_root, write_cell
 
@@ -435,19 +439,25 @@ def _run_training(grid: Grid, cell: Cell, ctx: _Context, scratch: Path) -> list[
     return [({"epoch": t["epoch"]}, t["per_item"]) for t in result.trajectory]
 
 
+def _importance_profile(ctx: _Context, seeded: Profile, cfg: Any) -> Profile:
+    """The importances use every example (fraction 1), so they do not depend on the seed: computed once
+    with the profile's seed and shared by every seed's cell; a random subset is drawn with the cell's seed."""
+    return ctx.profile if cfg.fraction == 1 else seeded
+
+
 def _run_arithmetic(cell: Cell, ctx: _Context, scratch: Path) -> list[tuple[dict, dict]]:
     from . import perta
     from .models import load_model
 
     seeded = ctx.profile.replace(seed=cell.seed)  # the reinforcement fine-tune's seed: a different tau
     cfg = perta.perta_config(ctx.profile)
+    # tau from the seeded reinforcement, keyed by theta_ft's configuration: theta_ft is scratch once tau is
+    # cached (no notebook shows its answers; it fine-tunes again in about 85 s on the cpu profile)
+    tau = perta.reinforced_task_vector(seeded, ctx.bench, ctx.target, cfg, progress=False, keep_finetuned=False)
     calibration = perta.calibrate_lambda(seeded, ctx.bench, ctx.target, ctx.retain,
                                          points=lambda_grid_points(ctx.profile), cfg=cfg)
-    # tau from the seeded reinforcement; the importances use every example (fraction 1), so they do not
-    # depend on the seed: computed once with the profile's seed and shared by every seed's cell
-    tau = perta.task_vector_for(seeded, ctx.target, perta.reinforced_model(seeded, ctx.bench, ctx.target, cfg, False))
     weights = (None if cell.method == "tv" else
-               perta.perta_weights_for(ctx.profile if cfg.fraction == 1 else seeded, ctx.bench, ctx.target,
+               perta.perta_weights_for(_importance_profile(ctx, seeded, cfg), ctx.bench, ctx.target,
                                        cell.method, cfg, progress=False))
     target, tokenizer = load_model(str(ctx.target), seed=ctx.profile.seed)
     points = []
@@ -461,6 +471,38 @@ def _run_arithmetic(cell: Cell, ctx: _Context, scratch: Path) -> list[tuple[dict
             atomic_write_json(done, per_item)
         points.append(({"lambda": lam, "multiple": multiple, "lam_star": calibration["lam_star"]}, per_item))
     return points
+
+
+def scratch_entries(cell: Cell, ctx: _Context) -> set[Path]:
+    """The large cache entries a task-arithmetic cell reads and no notebook needs kept: its seed's theta_ft
+    and tau and, for PerTA, the forget and retain importances. Paths computed from configurations; they
+    need not exist. Empty for other cells."""
+    if cell.kind != "arithmetic":
+        return set()
+    from . import perta
+
+    seeded = ctx.profile.replace(seed=cell.seed)
+    cfg = perta.perta_config(ctx.profile)
+    entries = {perta.reinforced_task_vector_path(seeded, ctx.bench, ctx.target, cfg),
+               perta.reinforced_entry(seeded, ctx.bench, ctx.target, cfg)}
+    if cell.method != "tv":
+        entries.update(perta.weights_entries(_importance_profile(ctx, seeded, cfg), ctx.bench, ctx.target,
+                                             cell.method, cfg))
+    return entries
+
+
+def release_entries(grid: Grid, cell: Cell, later: Sequence[Cell], contexts: dict[tuple[str, str], _Context]) -> list[Path]:
+    """After ``cell`` ran, delete its :func:`scratch_entries` that none of the ``later`` cells of this run
+    reads (a seed's tau after that seed's last task-arithmetic cell, the importances after the last PerTA
+    cell). A later study that needs one again rebuilds it, deterministically. Returns the entries deleted."""
+    if cell.kind != "arithmetic":
+        return []
+    ctx = _context(grid, cell, contexts)
+    needed: set[Path] = set()
+    for other in later:
+        if other.kind == "arithmetic" and (other.setting, other.forget_split) == (cell.setting, cell.forget_split):
+            needed |= scratch_entries(other, ctx)
+    return sorted(path for path in scratch_entries(cell, ctx) - needed if remove_entry(path))
 
 
 def _machine() -> dict[str, Any]:
@@ -537,9 +579,10 @@ def select(cells: Iterable[Cell], methods: Sequence[str] | None = None, seeds: S
 
 
 def run_study(grid: Grid, root: Path | None = None, cells: Sequence[Cell] | None = None, progress: bool = True,
-              log: Callable[[str], None] = print) -> Plan:
+              log: Callable[[str], None] = print, release: bool = True) -> Plan:
     """Run every cell that is not done (stale ones are recomputed), in the grid's order, with one
-    progress bar over the estimated seconds. Returns the plan it ran."""
+    progress bar over the estimated seconds. With ``release`` each cell's scratch cache entries are deleted
+    once no later cell of the run reads them (:func:`release_entries`). Returns the plan it ran."""
     from tqdm.auto import tqdm
 
     todo_plan = plan(grid, root, cells)
@@ -547,9 +590,12 @@ def run_study(grid: Grid, root: Path | None = None, cells: Sequence[Cell] | None
     contexts: dict[tuple[str, str], _Context] = {}
     bar = tqdm(total=round(todo_plan.seconds_left), unit="s", desc=f"study {grid.name}", disable=not progress,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} est. s [{elapsed}<{remaining}]{postfix}")
-    for row in todo_plan.todo:
+    todo = todo_plan.todo
+    for i, row in enumerate(todo):
         bar.set_postfix_str(row["cell"].id)
         run_cell(grid, row["cell"], row["hash"], contexts, root)
+        if release:
+            release_entries(grid, row["cell"], [r["cell"] for r in todo[i + 1:]], contexts)
         bar.update(round(row["estimate_s"]))
     bar.close()
     return todo_plan

@@ -321,6 +321,17 @@ def finetune_config(profile: Profile, role: str, data_info: dict[str, Any], base
     return config
 
 
+def finetuned_entry(
+    profile: Profile, role: str, data_info: dict[str, Any], *, base: str | None = None,
+    cfg: FinetuneConfig | None = None,
+) -> Path:
+    """Where :func:`finetuned_model` keeps this fine-tune (the same arguments): computed from the
+    configuration alone, so the path (and a key naming it) is known whether or not the entry exists."""
+    base = base or profile.model
+    cfg = cfg or profile.finetune
+    return entry_path("models", f"{profile.name}-{role}", finetune_config(profile, role, data_info, str(base), cfg))
+
+
 def finetuned_model(
     profile: Profile,
     role: str,
@@ -346,7 +357,7 @@ def finetuned_model(
     base = base or profile.model
     cfg = cfg or profile.finetune
     config = finetune_config(profile, role, data_info, str(base), cfg)
-    path = entry_path("models", f"{profile.name}-{role}", config)
+    path = finetuned_entry(profile, role, data_info, base=base, cfg=cfg)
     if cfg.mix != 1:
         trained = finetuned_model(profile, role, records, data_info, base=str(base),
                                   cfg=dataclasses.replace(cfg, mix=1.0), progress=progress)
