@@ -26,9 +26,11 @@ reproduce: install
 	$(PY) -m palu_perta.notebooks --profile $(PROFILE) $(NOTEBOOKS)
 	$(PY) -m palu_perta.report
 
-# The study's tables and figures (figures/study_*), rebuilt from the committed results/ in seconds: nothing trains.
+# The study's tables and figures (figures/study_*) and notebook 08 (its figures, tables and verdicts; sections 1-5),
+# rebuilt from the committed results/ in about a minute, with an empty cache: nothing trains.
 figures: install
 	$(PY) -m palu_perta.report
+	PALU_PERTA_SINGLE_RUNS=0 $(PY) -m palu_perta.notebooks --profile cpu 08
 
 # Run (or resume after a kill) the study of a profile: `make study PROFILE=cpu`; `make study ARGS=--dry-run`
 # lists its cells, what is done and the time left.

@@ -447,10 +447,24 @@ def neighbour_figure(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def _curves_figure(frame: pd.DataFrame, path: Path, y: str, ylabel: str, title: str) -> Path:
-    """Forget ROUGE-L (x) against ``y``, one panel per setting and split (see :func:`tradeoff_figure`)."""
-    import matplotlib
+    """:func:`curves_figure`, saved as PNG at ``path`` (written to a temporary name, then renamed)."""
+    import matplotlib.pyplot as plt
 
-    matplotlib.use("Agg")
+    fig = curves_figure(frame, y, ylabel, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def curves_figure(frame: pd.DataFrame, y: str = "model_utility", ylabel: str = "model utility (higher: more kept)",
+                  title: str = "Forgetting against utility along each method's strength axis (epochs / lambda)"):
+    """Forget ROUGE-L (x, inverted: right is more forgotten) against ``y`` (a column of :func:`points`): each
+    method's curve along its strength axis (mean over seeds, bars: seed intervals), the target and retain
+    models as markers, the retain model's forget ROUGE-L as a dashed line (matched forgetting). One panel
+    per setting and split. Returns the matplotlib figure."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -487,12 +501,7 @@ def _curves_figure(frame: pd.DataFrame, path: Path, y: str, ylabel: str, title: 
     axes[0][-1].legend(fontsize=8, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return fig
 
 
 def build(name: str, root: Path | None = None, out: Path | None = None) -> list[Path]:
@@ -534,6 +543,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not names:
         print(f"no study results under {root}", file=sys.stderr)
         return 2
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no window
     for name in names:
         for path in build(name):
             print(f"wrote {path}")

@@ -23,8 +23,10 @@ Reading (declared here before any result was computed):
 - "competitive" claims (PerTA against training-based methods): non-inferiority with a margin
   (:data:`COMPETITIVE_MARGIN`): **holds** when the interval lies above -margin, **fails** when it lies
   below -margin, **cannot tell at this size** otherwise;
-- **not run** when the study has no results for one of the two methods, **not reached** when none of one
-  method's seeds came down to matched forgetting (it cannot be placed on the comparison).
+- **not reached** when none of one method's seeds came down to matched forgetting (it cannot be placed on
+  the comparison); claims about a method the study has no results for are left out;
+- a verdict resting on fewer than :data:`MIN_SEEDS` seeds of either method is marked *provisional* with
+  its seed count (with one seed the interval is over items alone: the seed-to-seed spread is unknown).
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ from .study import PALU_AUTHORS, Cell
 # there at matched forgetting (0.154).
 COMPETITIVE_MARGIN = {"model_utility": 0.02, "neighbour_rouge": 0.05}
 RESAMPLES = 2000  # the interval ends move by about 0.002 between bootstrap seeds at this count
+# Fewer seeds than this on either side and a verdict is marked provisional: with one seed the interval cannot
+# carry the seed-to-seed spread at all, with two barely (the study's own minimum for a headline comparison).
+MIN_SEEDS = 3
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,7 @@ def matched_item_values(tables: dict[str, pd.DataFrame], matched: pd.DataFrame, 
     return out
 
 
-def _labels(frame: pd.DataFrame, name: str) -> list[str]:
+def labels_of(frame: pd.DataFrame, name: str) -> list[str]:
     """The labels a claim's method or baseline names: the label itself, or every label of that method."""
     methods = frame[frame["kind"] != "reference"]
     if (methods["label"] == name).any():
@@ -211,7 +216,7 @@ def claim_table(tables: dict[str, pd.DataFrame], frame: pd.DataFrame | None = No
     for (setting, split), part in frame.groupby(["setting", "forget_split"]):
         m = matched[(matched["setting"] == setting) & (matched["forget_split"] == split)]
         for claim in claims:
-            methods, baselines = _labels(part, claim.method), _labels(part, claim.baseline)
+            methods, baselines = labels_of(part, claim.method), labels_of(part, claim.baseline)
             if not methods or not baselines:
                 continue
             for method in methods:
@@ -234,6 +239,9 @@ def claim_table(tables: dict[str, pd.DataFrame], frame: pd.DataFrame | None = No
                                                       row["items"])
                             row["verdict"] = (report.claim_verdict(interval, "higher") if claim.test == "better"
                                               else noninferiority_verdict(interval, COMPETITIVE_MARGIN[metric]))
+                            fewest = min(row["seeds_method"], row["seeds_baseline"])
+                            if fewest < MIN_SEEDS:
+                                row["verdict"] += f" (provisional: {fewest} seed{'s' if fewest > 1 else ''})"
                         rows.append(row)
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
@@ -250,7 +258,8 @@ def claims_markdown(table: pd.DataFrame) -> str:
               "bootstrap over seeds and items (items paired between the two methods); in brackets after it, the "
               "interval over items alone (seeds averaged first). *better* claims hold when the interval lies "
               "above 0; *competitive* claims when it lies above minus the margin "
-              f"({margins}; our choice, declared before the results).", "",
+              f"({margins}; our choice, declared before the results). A verdict on fewer than {MIN_SEEDS} seeds "
+              "of either method is provisional (one seed: the seed-to-seed spread is not in the interval).", "",
               "| claim | metric | method - baseline | items only | items | seeds | verdict |",
               "|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
@@ -261,6 +270,18 @@ def claims_markdown(table: pd.DataFrame) -> str:
                      f"{report._fmt(r['difference'], r['items_only_low'], r['items_only_high'])} | {r['items']} | "
                      f"{seeds} | {r['verdict']} |")
     return "\n".join(lines) + "\n"
+
+
+def find_row(table: pd.DataFrame, **where: object) -> pd.Series | None:
+    """The one row of ``table`` whose columns equal ``where`` (e.g. ``claim="palu-over-npo",
+    metric="model_utility"``), or None when there is none (a grid that does not run those methods);
+    ValueError when several rows match (``where`` does not say which)."""
+    mask = np.ones(len(table), dtype=bool)
+    for column, value in where.items():
+        mask &= (table[column] == value).to_numpy()
+    if mask.sum() > 1:
+        raise ValueError(f"{int(mask.sum())} rows match {where}: add a column to tell them apart")
+    return table[mask].iloc[0] if mask.any() else None
 
 
 README_START = "<!-- verdicts {name}: written by `python -m palu_perta.verdicts {name}` from figures/study_{name}_verdicts.csv -->"

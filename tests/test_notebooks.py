@@ -100,3 +100,25 @@ def test_the_runner_records_what_a_run_cost(tmp_path, monkeypatch):
     text = end_to_end.table(runs)
     assert "cpu (built what was missing)" in text and "1 evals, 1 models" in text and "01s 2 s" in text
     assert "cpu (warm cache)" in text and "**0.1 min**" in text
+
+
+def test_notebook_08_rebuilds_from_the_committed_results_training_nothing(tmp_path, monkeypatch):
+    """`make figures`: notebook 08 on the cpu profile, its single-run section off, with an empty cache, reads
+    the committed results/cpu and trains nothing; its prose checks (`expect`) run on the cpu numbers, so a
+    committed result that moves a quoted number fails here."""
+    import papermill
+
+    source = repo_root() / "notebooks" / "08_paper_figures.ipynb"
+    artifacts, figures = tmp_path / "artifacts", tmp_path / "figures"
+    monkeypatch.setenv("PALU_PERTA_ARTIFACTS", str(artifacts))
+    monkeypatch.setenv("PALU_PERTA_FIGURES", str(figures))
+    monkeypatch.setenv("PALU_PERTA_SINGLE_RUNS", "0")
+    monkeypatch.setenv("PALU_PERTA_PROFILE", "cpu")
+    papermill.execute_notebook(str(source), str(tmp_path / "08.ipynb"), kernel_name="python3", cwd=str(source.parent),
+                               execution_timeout=600, progress_bar=False)
+    assert not artifacts.exists() or not any(artifacts.rglob("*")), "notebook 08 built cache entries on the cpu profile"
+    assert {"08_tradeoff.png", "08_neighbour.png"} <= {p.name for p in figures.iterdir()}
+    printed = json.loads((tmp_path / "08.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for c in printed["cells"] if c["cell_type"] == "code"
+                   for o in c["outputs"] if o.get("name") == "stdout")
+    assert "skipped (single_runs=False)" in text and "grid: cpu" in text

@@ -11,6 +11,8 @@ from palu_perta import report, stats, store, verdicts
 
 from .test_report_neighbour import write_study
 
+RESAMPLES = verdicts.RESAMPLES, report.RESAMPLES  # the report's own counts (the toy fixture lowers them)
+
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
@@ -43,11 +45,12 @@ def test_a_method_that_keeps_more_on_every_item_holds_and_the_reverse_fails(toy)
     table = verdicts.claim_table(tables, frame, _claims(("tv", "ga"), ("ga", "tv")))
     forward = _one(table[table["claim"] == "tv-ga"], "neighbour_rouge")
     assert forward["difference"] == pytest.approx(TV_NEIGHBOUR.mean() - GA_NEIGHBOUR.mean())
-    assert forward["low"] > 0 and forward["verdict"] == "holds"
+    assert forward["low"] > 0 and forward["verdict"] == "holds (provisional: 1 seed)"  # tv has one seed
     assert (forward["items"], forward["seeds_method"], forward["seeds_baseline"]) == (4, 1, 2)
     assert (forward["seeds_method_total"], forward["seeds_baseline_total"]) == (1, 2)
     backward = _one(table[table["claim"] == "ga-tv"], "neighbour_rouge")
-    assert backward["difference"] == pytest.approx(-forward["difference"]) and backward["verdict"] == "fails"
+    assert backward["difference"] == pytest.approx(-forward["difference"])
+    assert backward["verdict"] == "fails (provisional: 1 seed)"
     # with two seeds of ga the seed draw widens the interval beyond the items-only one (or leaves it equal)
     assert forward["high"] - forward["low"] >= forward["items_only_high"] - forward["items_only_low"] - 1e-9
 
@@ -66,7 +69,7 @@ def test_model_utility_is_recomputed_from_the_interpolated_items(toy):
     ga = np.mean([[0.6, 0.5, 0.7, 0.4], [0.8 - 0.32, 0.7 - 0.32, 0.9 - 0.32, 0.6 - 0.32]], axis=0)
     tv = np.array([0.9, 0.8, 1.0, 0.7])  # the target's retain items, unchanged by tv
     assert row["difference"] == pytest.approx(utility(tv) - utility(ga))
-    assert row["items"] == 4 + 3 + 3 and row["verdict"] == "holds"
+    assert row["items"] == 4 + 3 + 3 and row["verdict"] == "holds (provisional: 1 seed)"
 
 
 def test_kept_utility_is_the_summarys_model_utility_and_vectorises():
@@ -88,6 +91,16 @@ def test_a_method_that_never_reaches_matched_forgetting_and_one_never_run(toy):
     assert set(table["claim"]) == {"npo-ga"}  # claims about methods the study never ran are left out
     assert set(table["verdict"]) == {"not reached: npo"}
     assert table["difference"].isna().all() and (table["seeds_method"] == 0).all()
+
+
+def test_verdicts_with_three_seeds_are_not_provisional(toy, monkeypatch):
+    tables, frame = toy
+    monkeypatch.setattr(verdicts, "MIN_SEEDS", 1)
+    row = _one(verdicts.claim_table(tables, frame, _claims(("tv", "ga"))), "neighbour_rouge")
+    assert row["verdict"] == "holds"
+    monkeypatch.setattr(verdicts, "MIN_SEEDS", 3)
+    row = _one(verdicts.claim_table(tables, frame, _claims(("ga", "gd"))), "neighbour_rouge")
+    assert row["verdict"].endswith("(provisional: 1 seed)")  # ga has 2 seeds, gd 1: the fewer counts
 
 
 def test_competitive_claims_read_the_interval_against_the_margin():
@@ -119,11 +132,11 @@ def test_markdown_states_the_interval_and_the_verdict(toy):
     assert "bootstrap over seeds and items" in text
     row = _one(table, "neighbour_rouge")
     assert f"{row['difference']:.3f} [{row['low']:.3f}, {row['high']:.3f}]" in text
-    assert "| 4 | 1 of 1 / 2 of 2 | holds |" in text
+    assert "| 4 | 1 of 1 / 2 of 2 | holds (provisional: 1 seed) |" in text
     assert "No claim can be tested yet" in verdicts.claims_markdown(table.iloc[:0])
 
 
-def test_the_committed_verdicts_are_what_the_committed_results_give():
+def test_the_committed_verdicts_are_what_the_committed_results_give(monkeypatch):
     """figures/study_cpu_verdicts.csv (and so the README's verdict block) is rebuilt from results/cpu: a
     result added without `python -m palu_perta.report cpu`, or a change of the reading, fails here."""
     from palu_perta.config import repo_root
@@ -131,9 +144,19 @@ def test_the_committed_verdicts_are_what_the_committed_results_give():
     root = repo_root()
     if root is None or not (root / "results" / "cpu").is_dir():
         pytest.skip("needs the git checkout's results/")
+    monkeypatch.setattr(verdicts, "RESAMPLES", RESAMPLES[0])
+    monkeypatch.setattr(report, "RESAMPLES", RESAMPLES[1])
     committed = verdicts.read_table(root / "figures" / "study_cpu_verdicts.csv")
     rebuilt = verdicts.claim_table(store.load(root / "results" / "cpu")).round(6).reset_index(drop=True)
     assert list(committed.columns) == list(rebuilt.columns)
     assert len(committed) == len(rebuilt), "rerun `python -m palu_perta.report cpu` and `python -m palu_perta.verdicts cpu`"
     if len(rebuilt):
         pd.testing.assert_frame_equal(committed, rebuilt, check_dtype=False, atol=1e-6)
+
+
+def test_find_row_returns_the_one_matching_row_or_none():
+    table = pd.DataFrame({"claim": ["a", "a", "b"], "metric": ["mu", "nr", "mu"], "verdict": ["holds", "fails", "x"]})
+    assert verdicts.find_row(table, claim="a", metric="nr")["verdict"] == "fails"
+    assert verdicts.find_row(table, claim="c") is None
+    with pytest.raises(ValueError, match="2 rows match"):
+        verdicts.find_row(table, claim="a")
