@@ -17,6 +17,8 @@ from palu_perta.config import get_profile
 from palu_perta.models import save_model, tiny_model
 from palu_perta.task_vectors import TaskVector
 
+from .test_study import _comparable
+
 
 @pytest.fixture()
 def smoke(tmp_path, monkeypatch, tokenizer):
@@ -81,14 +83,6 @@ def test_remove_entry(tmp_path):
 # the smoke grid's task-arithmetic cells at two seeds: TV and PerTA-grad share each seed's tau
 ARITH = dataclasses.replace(study.GRIDS["smoke"], name="smoke-arith", seeds=(0, 1),
                             methods={"tv": (), "perta-grad": ()})
-
-
-def _comparable(path: Path) -> list[dict]:
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    rows[0].pop("wall_time_s")
-    for row in rows:
-        row.get("meta", {}).pop("wall_time_s", None)
-    return rows
 
 
 @pytest.mark.slow
