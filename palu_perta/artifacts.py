@@ -11,6 +11,7 @@ the one asked for is rebuilt, never silently reused.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -158,8 +159,11 @@ def _install(tmp: Path, path: Path, config: dict[str, Any] | None, overwrite: bo
         try:
             os.replace(tmp, path)  # atomic; fails when path is a non-empty folder
             return
-        except OSError:
-            if path.exists() and not path.is_dir():
+        except OSError as err:
+            # ENOTEMPTY/EEXIST: a folder is in the way (stale, unfinished, or another builder's). Anything else
+            # (a file at `path`, no permission) is raised. Not `path.exists() and not path.is_dir()`: another
+            # builder can move the folder aside between those two calls, which read as "a file is in the way".
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
         aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
         try:

@@ -292,7 +292,8 @@ def test_concurrent_builders_of_one_entry_all_succeed(tmp_path):
 
     config = {"entry": 1}
     errors: list[BaseException] = []
-    for round_ in range(20):
+    rounds = 100  # the race hit about one round in ten under load (CI); 100 rounds take a few seconds
+    for round_ in range(rounds):
         path = tmp_path / "kind" / f"entry-{round_}"
         (path.parent).mkdir(exist_ok=True)
         if round_ % 2:  # a stale entry (another configuration) in the way
@@ -318,4 +319,42 @@ def test_concurrent_builders_of_one_entry_all_succeed(tmp_path):
         assert is_complete(path, config) and (path / CONFIG_FILE).is_file()
         assert len({(path / f"part-{i}").read_text() for i in range(20)}) == 1  # one builder's files, whole
         assert not (path / "old").exists()
-    assert sorted(p.name for p in (tmp_path / "kind").iterdir()) == sorted(f"entry-{r}" for r in range(20))
+    assert sorted(p.name for p in (tmp_path / "kind").iterdir()) == sorted(f"entry-{r}" for r in range(rounds))
+
+
+def test_install_retries_when_the_folder_in_the_way_vanishes_mid_check(tmp_path, monkeypatch):
+    """The race behind CI's `OSError: [Errno 39]`: a stale folder blocks the rename, and another builder moves it
+    aside right after. The install must retry (not read the vanished folder as "a file is in the way")."""
+    import errno as errno_
+    import os as os_
+    import shutil
+
+    from palu_perta import artifacts
+
+    path = tmp_path / "entry"
+    path.mkdir()
+    (path / "old").write_text("stale")
+    real_replace = os_.replace
+    calls = {"n": 0}
+
+    def replace_then_vanish(src, dst):
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first rename fails on the stale folder; another builder then removes it
+            shutil.rmtree(path)
+            raise OSError(errno_.ENOTEMPTY, "Directory not empty", str(src), None, str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(artifacts.os, "replace", replace_then_vanish)
+    with atomic_dir(path, {"k": 1}) as tmp:
+        (tmp / "part").write_text("new")
+    assert is_complete(path, {"k": 1}) and (path / "part").read_text() == "new"
+
+
+def test_install_refuses_a_file_in_the_way(tmp_path):
+    path = tmp_path / "entry"
+    path.write_text("not a folder")
+    with pytest.raises(OSError):
+        with atomic_dir(path, {"k": 1}) as tmp:
+            (tmp / "part").write_text("new")
+    assert path.read_text() == "not a folder"
+    assert [p.name for p in tmp_path.iterdir()] == ["entry"]  # the temporary folder is removed
