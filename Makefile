@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PROFILE ?= cpu
 NOTEBOOKS ?=
 
-.PHONY: install reproduce figures study test test-fast bench clean-artifacts
+.PHONY: install reproduce figures study test test-fast bench clean-artifacts student
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,3 +57,8 @@ bench: install
 
 clean-artifacts:
 	rm -rf artifacts
+
+# Copies of the notebooks for a class, in student/ (gitignored): no outputs, exercise stubs kept, no solutions
+# (docs/teaching.md). A copy that differs (a student's work?) is kept unless `make student ARGS=--force`.
+student: install
+	$(PY) -m palu_perta.teaching student $(ARGS)
