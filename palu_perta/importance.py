@@ -39,6 +39,16 @@ mask with data-dependent branches (``.item()``), which vmap rejects. Without a m
 exact for right-padded batches: under causal attention a real token never attends to the padding that
 follows it (batches are checked to be right-padded).
 
+The size bias of ``"grad"``. If a parameter's per-example gradients have mean mu and standard deviation
+sigma, the mean over N examples is about normal with sd s = sigma / sqrt(N), and E|mean| = mu where
+|mu| >> s but s * sqrt(2 / pi) where mu = 0: a noise floor that falls as 1 / sqrt(N). PerTA compares a
+forget importance over N_f examples with a retain importance over N_r; with N_f = 20 and N_r = 180 (the cpu
+profile) a parameter that matters to neither set gets I_f about 3 I_r, so w = I_f / (I_f + I_r) about 0.75
+where it should be 0.5. ``group_size=N_f`` on the retain side gives I_r the same floor: the mean of
+|mean gradient| over disjoint groups of N_f retain examples (the noise of each group's mean is that of the
+forget set's). The Fisher has no such bias: E[g^2] = mu^2 + sigma^2 whatever N. What the bias does to the
+weights and to PerTA's results is measured in ``benchmarks/importance_bias.py``.
+
 Gradients are taken with ``torch.autograd.grad`` / ``torch.func``: the pass never writes ``.grad``.
 The model is in eval mode (no dropout) during the pass; its mode and ``requires_grad`` flags are
 restored afterwards. Memory: the fp32 sums (one model copy) and one gradient (batch-size gradients
@@ -77,6 +87,7 @@ def parameter_importance(
     seed: int = 0,
     progress: bool = True,
     per_example: Literal["vmap", "loop", "auto"] = "auto",
+    group_size: int | None = None,
 ) -> dict[str, Tensor]:
     """Importance of every floating parameter of ``model`` on ``batches`` (see the module docstring).
 
@@ -85,6 +96,10 @@ def parameter_importance(
     ``seed`` among the n examples, by position in iteration order (the batches are then held in memory;
     with a shuffled loader the subset follows its shuffle; under distributed each process draws from
     its own shard). ``per_example``: how ``"fisher"`` gets per-example gradients (``"grad"`` needs none).
+    ``group_size`` (``"grad"`` only; None: the plain formula): split the n answered examples at random
+    (``seed``) into n // group_size disjoint groups of near-equal size (every example used) and return the
+    mean over groups of each group's |mean gradient|, so that a large set's importance carries the same
+    sampling-noise floor as a set of ``group_size`` examples (see "The size bias" in the module docstring).
     Returns name -> float32 tensor of the parameter's shape, on the parameter's device.
     """
     if method not in METHODS:
@@ -95,8 +110,39 @@ def parameter_importance(
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     if fraction < 1:
         batches = _subset(list(batches), fraction, seed)
+    if group_size is not None:
+        if method != "grad":
+            raise ValueError("group_size applies to method='grad' only: the Fisher's mean of squared gradients has "
+                             "no sample-size bias in expectation (E[g^2] does not depend on N)")
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            raise ValueError("group_size is not supported under torch.distributed (each process would group its own "
+                             "shard): compute grouped importances in one process")
+        return _grouped_gradient_importance(model, list(batches), group_size, seed, progress)
 
     params = {name: p for name, p in model.named_parameters() if p.is_floating_point()}
+    sums, count = _importance_sums(model, params, batches, method, per_example, progress, f"importance ({method})")
+    count = _all_reduce(sums, count, next(iter(params.values())).device)
+    if count == 0:
+        raise ValueError("empty data set: no example with answer tokens (labels != -100)")
+    if method == "grad":
+        return {name: (s / count).abs_() for name, s in sums.items()}
+    return {name: s / count for name, s in sums.items()}
+
+
+def _importance_sums(
+    model: nn.Module,
+    params: dict[str, Tensor],
+    batches: Iterable[Batch],
+    method: str,
+    per_example: str,
+    progress: bool,
+    desc: str,
+) -> tuple[dict[str, Tensor], int]:
+    """The per-parameter sums over ``batches`` (of gradients for "grad", of squared per-example gradients for
+    "fisher") and the number of answered examples, in this process only. Eval mode and ``requires_grad``
+    are set for the pass and restored afterwards."""
     sums = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
     n_params = sum(p.numel() for p in params.values())
     count = 0
@@ -107,7 +153,7 @@ def parameter_importance(
     for p in params.values():
         p.requires_grad_(True)
     try:
-        for batch in tqdm(batches, desc=f"importance ({method})", disable=not progress):
+        for batch in tqdm(batches, desc=desc, disable=not progress):
             input_ids, attention_mask, labels = _check_batch(batch, device)
             count += int(_has_answer(labels).sum())
             if method == "grad":
@@ -120,13 +166,60 @@ def parameter_importance(
         model.train(was_training)
         for name, p in params.items():
             p.requires_grad_(requires_grad[name])
+    return sums, count
 
-    count = _all_reduce(sums, count, device)
-    if count == 0:
+
+def example_groups(n: int, group_size: int, seed: int = 0) -> list[Tensor]:
+    """A seeded random split of examples 0..n-1 into n // group_size disjoint groups of near-equal size
+    (sizes group_size .. 2 * group_size - 1, every example in one group): a list of int64 index tensors."""
+    if n < group_size:
+        raise ValueError(f"{n} examples cannot make one group of {group_size}: lower group_size or add examples")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return list(torch.tensor_split(order, n // group_size))
+
+
+def _answered_rows(batches: list[Batch]) -> list[dict[str, Tensor]]:
+    """Every answered example of the (right-padded) batches as a dict of 1-D tensors trimmed to its length."""
+    rows = []
+    for batch in batches:
+        mask = batch["attention_mask"]
+        for i in _has_answer(batch["labels"]).nonzero().squeeze(1).tolist():
+            length = int(mask[i].sum())
+            rows.append({key: batch[key][i, :length] for key in ("input_ids", "attention_mask", "labels")})
+    return rows
+
+
+def _rebatch(rows: list[dict[str, Tensor]], batch_size: int) -> list[Batch]:
+    """Right-padded batches of ``rows`` (padding: input id 0, attention 0, label -100; under causal attention
+    a real token never sees the padding after it, so the pad id does not matter)."""
+    out = []
+    fill = {"input_ids": 0, "attention_mask": 0, "labels": IGNORE_INDEX}
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        width = max(len(r["input_ids"]) for r in chunk)
+        out.append({key: torch.stack([torch.nn.functional.pad(r[key], (0, width - len(r[key])), value=value)
+                                      for r in chunk]) for key, value in fill.items()})
+    return out
+
+
+def _grouped_gradient_importance(
+    model: nn.Module, batches: list[Batch], group_size: int, seed: int, progress: bool
+) -> dict[str, Tensor]:
+    """mean over the groups of :func:`example_groups` of |mean gradient of the group| (``parameter_importance``
+    with ``group_size``)."""
+    rows = _answered_rows(batches)
+    if not rows:
         raise ValueError("empty data set: no example with answer tokens (labels != -100)")
-    if method == "grad":
-        return {name: (s / count).abs_() for name, s in sums.items()}
-    return {name: s / count for name, s in sums.items()}
+    batch_size = max(len(b["input_ids"]) for b in batches)
+    groups = example_groups(len(rows), group_size, seed)
+    params = {name: p for name, p in model.named_parameters() if p.is_floating_point()}
+    total = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
+    for k, group in enumerate(tqdm(groups, desc=f"importance (grad, {len(groups)} groups)", disable=not progress)):
+        sums, count = _importance_sums(model, params, _rebatch([rows[i] for i in group.tolist()], batch_size),
+                                       "grad", "auto", False, f"group {k}")
+        for name, s in sums.items():
+            total[name].add_((s / count).abs_())
+    return {name: t / len(groups) for name, t in total.items()}
 
 
 def _answer_logprobs(logits: Tensor, labels: Tensor) -> Tensor:

@@ -187,6 +187,10 @@ class PerTAConfig:
     or at the base model (an ablation). ``fraction``: share of the forget and of the retain examples the
     importances use (random subset, seeded). ``p`` and ``eps``: the weight formula
     w = I_f^p / (I_f^p + I_r^p + eps). ``batch_size``: examples per forward pass of an importance pass.
+    ``size_matched`` (gradient importance only; off in the authors' formula): the retain importance is the
+    mean |mean gradient| over disjoint groups the size of the forget set, so both sides carry the same
+    sampling-noise floor (:mod:`palu_perta.importance`, "The size bias"; our correction, measured in
+    ``benchmarks/importance_bias.py``).
     """
 
     reinforce: FinetuneConfig
@@ -195,6 +199,7 @@ class PerTAConfig:
     p: float = 1.0
     eps: float = 1e-12
     batch_size: int = 8
+    size_matched: bool = False
 
     def __post_init__(self) -> None:
         if self.importance_at not in ("target", "base"):
@@ -351,9 +356,12 @@ def importance_batches(tokenizer: Any, records: Sequence[dict], max_length: int,
 
 
 def _importance_config(profile: Profile, model_dir: str | Path, records: Sequence[dict], method: str,
-                       fraction: float) -> dict[str, Any]:
-    return {"model": model_key(model_dir), "data": _records_key(records), "method": method, "fraction": fraction,
-            "seed": profile.seed, "max_length": profile.finetune.max_length}
+                       fraction: float, group_size: int | None = None) -> dict[str, Any]:
+    config = {"model": model_key(model_dir), "data": _records_key(records), "method": method, "fraction": fraction,
+              "seed": profile.seed, "max_length": profile.finetune.max_length}
+    if group_size is not None:  # keys made before grouping existed hold
+        config["group_size"] = group_size
+    return config
 
 
 def importance_entry(
@@ -366,16 +374,17 @@ def importance_entry(
     label: str = "data",
     batch_size: int | None = None,
     progress: bool = True,
+    group_size: int | None = None,
 ) -> Path:
     """The cache entry of :func:`importance_for` (``importance.safetensors``), built if missing."""
-    config = _importance_config(profile, model_dir, records, method, fraction)
+    config = _importance_config(profile, model_dir, records, method, fraction, group_size)
 
     def build(directory: Path) -> dict[str, Any]:
         model, tokenizer = load_model(str(model_dir), seed=profile.seed)
         batches = importance_batches(tokenizer, records, profile.finetune.max_length,
                                      batch_size or profile.finetune.per_device_batch_size)
         importance = parameter_importance(model, batches, method, fraction=fraction, seed=profile.seed,
-                                          progress=progress)
+                                          progress=progress, group_size=group_size)
         save_file({name: t.detach().cpu().contiguous() for name, t in importance.items()}, directory / IMPORTANCE_FILE,
                   metadata={"keys": json.dumps(list(importance))})
         return {"n_examples": max(1, round(fraction * len(records)))}
@@ -393,14 +402,16 @@ def importance_for(
     label: str = "data",
     batch_size: int | None = None,
     progress: bool = True,
+    group_size: int | None = None,
 ) -> dict[str, Tensor]:
     """:func:`~palu_perta.importance.parameter_importance` of ``records`` ("grad" or "fisher") at the model
     in ``model_dir`` (a directory or a name such as the profile's base model), on a seeded random
     ``fraction`` of the examples; computed once and cached as safetensors. Batches of ``batch_size``
     (default: the profile's per-device batch size; the result does not depend on it). ``label`` only
-    names the cache entry (e.g. "forget")."""
+    names the cache entry (e.g. "forget"). ``group_size``: the size-matched gradient importance
+    (:func:`~palu_perta.importance.parameter_importance`)."""
     entry = importance_entry(profile, model_dir, records, method, fraction, label=label, batch_size=batch_size,
-                             progress=progress)
+                             progress=progress, group_size=group_size)
     file = entry / IMPORTANCE_FILE
     tensors = load_file(file)
     with safe_open(str(file), framework="pt") as f:
@@ -420,8 +431,18 @@ def weights_entries(profile: Profile, bench: Any, target_dir: str | Path, method
     method = method.removeprefix("perta-")
     where = importance_model(profile, target_dir, cfg)
     return [entry_path("importance", f"{profile.name}-{method}-{label}",
-                       _importance_config(profile, where, records, method, cfg.fraction))
-            for label, records in (("forget", bench.forget), ("retain", bench.retain))]
+                       _importance_config(profile, where, records, method, cfg.fraction, group))
+            for label, records, group in _importance_sides(bench, method, cfg)]
+
+
+def _importance_sides(bench: Any, method: str, cfg: PerTAConfig) -> list[tuple[str, Sequence[dict], int | None]]:
+    """(label, records, group_size) of the forget and the retain importance: the retain side grouped by the
+    forget set's size when ``cfg.size_matched``."""
+    if cfg.size_matched and method != "grad":
+        raise ValueError(f"size_matched applies to the gradient importance only (method 'grad'), not {method!r}: "
+                         "the Fisher has no sample-size bias")
+    group = max(1, round(cfg.fraction * len(bench.forget))) if cfg.size_matched else None
+    return [("forget", bench.forget, None), ("retain", bench.retain, group)]
 
 
 def perta_weights_for(profile: Profile, bench: Any, target_dir: str | Path, method: str,
@@ -432,8 +453,8 @@ def perta_weights_for(profile: Profile, bench: Any, target_dir: str | Path, meth
     method = method.removeprefix("perta-")
     where = importance_model(profile, target_dir, cfg)
     forget, retain = (importance_for(profile, where, records, method, cfg.fraction, label=label,
-                                     batch_size=cfg.batch_size, progress=progress)
-                      for label, records in (("forget", bench.forget), ("retain", bench.retain)))
+                                     batch_size=cfg.batch_size, progress=progress, group_size=group)
+                      for label, records, group in _importance_sides(bench, method, cfg))
     return perta_weights(forget, retain, p=cfg.p, eps=cfg.eps)
 
 

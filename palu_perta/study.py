@@ -63,7 +63,8 @@ DEFAULT_MULTIPLES = {
 class Cell:
     """One unit of a study: a method with its settings, on one data setting and forget split, one seed.
 
-    ``hyper``: the loss's hyperparameters as sorted ``(name, value)`` pairs (training-based methods);
+    ``hyper``: the loss's hyperparameters as sorted ``(name, value)`` pairs (training-based methods), or changes to
+    the PerTA recipe (task-arithmetic methods, :class:`~palu_perta.perta.PerTAConfig` fields);
     ``learning_rate``: None for the profile's unlearning budget; ``multiples``: the lambdas of a
     task-arithmetic sweep as multiples of lambda*.
     """
@@ -84,7 +85,8 @@ class Cell:
     @property
     def label(self) -> str:
         """The method with its settings, e.g. ``palu top_k=1`` or ``npo lr=2e-05``: what a figure's legend shows."""
-        parts = [self.method, *(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in self.hyper)]
+        parts = [self.method, *(f"{k}={v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k}={v}"
+                                for k, v in self.hyper)]
         if self.learning_rate is not None:
             parts.append(f"lr={self.learning_rate:g}")
         return " ".join(parts)
@@ -139,9 +141,10 @@ class Grid:
             for setting in self.settings:
                 for split in self.splits:
                     for method, hypers in self.methods.items():
-                        if method in ARITHMETIC:
-                            cells.append(Cell(setting, split, method, seed,
-                                              multiples=tuple(self.multiples.get(method, DEFAULT_MULTIPLES["tv"]))))
+                        if method in ARITHMETIC:  # hypers: changes to the PerTA recipe (PerTAConfig fields)
+                            for hyper in hypers or ({},):
+                                cells.append(Cell(setting, split, method, seed, tuple(sorted(hyper.items())),
+                                                  multiples=tuple(self.multiples.get(method, DEFAULT_MULTIPLES["tv"]))))
                             continue
                         for hyper in hypers or ({},):
                             for lr in self.learning_rates:
@@ -249,9 +252,11 @@ def cell_config(grid: Grid, cell: Cell, data_key: dict[str, Any] | None = None) 
     elif cell.kind == "arithmetic":
         from .perta import perta_config
 
-        config["perta"] = dataclasses.asdict(perta_config(profile))
+        config["perta"] = dataclasses.asdict(perta_config(profile, **dict(cell.hyper)))
         if config["perta"]["reinforce"]["lora"] is None:  # keys made before LoRA existed hold
             del config["perta"]["reinforce"]["lora"]
+        if not config["perta"]["size_matched"]:  # and those made before the size-matched importance
+            del config["perta"]["size_matched"]
         config["calibration"] = {"points": lambda_grid_points(profile)}
     return config
 
@@ -456,9 +461,10 @@ def _run_arithmetic(cell: Cell, ctx: _Context, scratch: Path) -> list[tuple[dict
     tau = perta.reinforced_task_vector(seeded, ctx.bench, ctx.target, cfg, progress=False, keep_finetuned=False)
     calibration = perta.calibrate_lambda(seeded, ctx.bench, ctx.target, ctx.retain,
                                          points=lambda_grid_points(ctx.profile), cfg=cfg)
+    recipe = cfg.replace(**dict(cell.hyper))  # the cell's changes to the weights (tau and lambda* are shared)
     weights = (None if cell.method == "tv" else
-               perta.perta_weights_for(_importance_profile(ctx, seeded, cfg), ctx.bench, ctx.target,
-                                       cell.method, cfg, progress=False))
+               perta.perta_weights_for(_importance_profile(ctx, seeded, recipe), ctx.bench, ctx.target,
+                                       cell.method, recipe, progress=False))
     target, tokenizer = load_model(str(ctx.target), seed=ctx.profile.seed)
     points = []
     for i, multiple in enumerate(cell.multiples):
@@ -486,8 +492,9 @@ def scratch_entries(cell: Cell, ctx: _Context) -> set[Path]:
     entries = {perta.reinforced_task_vector_path(seeded, ctx.bench, ctx.target, cfg),
                perta.reinforced_entry(seeded, ctx.bench, ctx.target, cfg)}
     if cell.method != "tv":
-        entries.update(perta.weights_entries(_importance_profile(ctx, seeded, cfg), ctx.bench, ctx.target,
-                                             cell.method, cfg))
+        recipe = cfg.replace(**dict(cell.hyper))
+        entries.update(perta.weights_entries(_importance_profile(ctx, seeded, recipe), ctx.bench, ctx.target,
+                                             cell.method, recipe))
     return entries
 
 

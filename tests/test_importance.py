@@ -190,3 +190,59 @@ def test_distributed_reduction_with_one_process(tmp_path):
     finally:
         dist.destroy_process_group()
     assert_close(got, expected)
+
+
+# ------------------------------------------------------------------ group_size: the size-matched gradient importance
+
+MORE = [([5, 9, 14, 3, 7, 22, 1], 3), ([8, 2, 40, 17, 6], 2), ([11, 4, 4, 30, 2, 9], 4), ([3, 33, 12, 7], 1),
+        ([21, 6, 19, 2, 50, 8, 13, 1], 5), ([7, 7, 25, 3, 44], 2), ([2, 18, 5, 60], 3)]
+
+
+def test_example_groups_split_every_example_once_into_near_equal_groups():
+    groups = importance.example_groups(7, 3, seed=4)
+    assert len(groups) == 2 and sorted(len(g) for g in groups) == [3, 4]
+    assert sorted(torch.cat(groups).tolist()) == list(range(7))
+    again = importance.example_groups(7, 3, seed=4)
+    assert all(torch.equal(a, b) for a, b in zip(groups, again))  # seeded
+    assert [len(g) for g in importance.example_groups(180, 20)] == [20] * 9  # the cpu profile's retain set
+    with pytest.raises(ValueError, match="cannot make one group"):
+        importance.example_groups(2, 3)
+
+
+@pytest.mark.parametrize("group_size", [1, 2, 3, 7])
+def test_grouped_importance_is_the_mean_of_each_groups_absolute_mean_gradient(group_size):
+    """Written plainly: for each group of example_groups, the reference |mean gradient| of its examples;
+    then the mean over groups. group_size 1 is the mean of |per-example gradient|, 7 (one group) the plain formula."""
+    model = tiny_llama()
+    batches = [make_batch(MORE[:4]), make_batch(MORE[4:])]  # batching differs from the groups'
+    got = parameter_importance(model, batches, "grad", seed=3, progress=False, group_size=group_size)
+    groups = importance.example_groups(len(MORE), group_size, seed=3)
+    per_group = [reference(model, [MORE[i] for i in g.tolist()], "grad") for g in groups]
+    for name, value in got.items():
+        expected = sum(p[name] for p in per_group) / len(groups)
+        torch.testing.assert_close(value, expected, rtol=1e-4, atol=1e-7)
+    if group_size == len(MORE):
+        plain = parameter_importance(model, batches, "grad", progress=False)
+        for name in got:
+            torch.testing.assert_close(got[name], plain[name], rtol=1e-4, atol=1e-7)
+
+
+def test_grouped_importance_is_above_the_plain_one():
+    """With equal groups, the mean of |group means| is at least |mean of all| (triangle inequality), strictly
+    where the groups disagree in sign."""
+    model = tiny_llama()
+    batches = [make_batch(MORE[:6])]  # three groups of two
+    plain = parameter_importance(model, batches, "grad", progress=False)
+    grouped = parameter_importance(model, batches, "grad", progress=False, group_size=2)
+    assert all((grouped[n] >= plain[n] - 1e-7).all() for n in plain)
+    assert sum(float((grouped[n] - plain[n]).sum()) for n in plain) > 0
+
+
+def test_group_size_errors():
+    model, batches = tiny_llama(), [make_batch(EXAMPLES)]
+    with pytest.raises(ValueError, match="Fisher"):
+        parameter_importance(model, batches, "fisher", progress=False, group_size=1)
+    with pytest.raises(ValueError, match="group_size must be"):
+        parameter_importance(model, batches, "grad", progress=False, group_size=0)
+    with pytest.raises(ValueError, match="cannot make one group"):
+        parameter_importance(model, batches, "grad", progress=False, group_size=3)
