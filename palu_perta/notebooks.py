@@ -8,6 +8,10 @@ cell reads it), so the stored notebooks carry no injected-parameters cell.
     python -m palu_perta.notebooks --profile cpu                # all, in order
     python -m palu_perta.notebooks --profile cpu 01_data 02_finetune
     python -m palu_perta.notebooks --profile smoke --out /tmp/x # keep the originals
+
+While it runs it says which notebook is running (``[k/n] name started HH:MM:SS``), shows papermill's
+progress bar over its cells (on stderr; ``--no-progress`` turns it off) and, when the notebook is done,
+the time it took and the time since the run began.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import datetime
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 from .artifacts import CONFIG_FILE
 from .config import PROFILES, artifacts_root, repo_root
@@ -55,11 +61,13 @@ def list_notebooks(names: list[str] | None = None, folder: Path | None = None) -
 CELL_TIMEOUT = 4 * 3600  # seconds per cell: notebook 07's PALU grid alone trains for about an hour on 2 cores
 
 
-def run_notebook(path: Path, profile: str, out: Path | None = None, timeout: int = CELL_TIMEOUT) -> float:
+def run_notebook(path: Path, profile: str, out: Path | None = None, timeout: int = CELL_TIMEOUT,
+                 progress: bool = False, desc: str | None = None) -> float:
     """Execute ``path`` with papermill under ``profile``; returns the wall time in seconds.
 
     Writes to ``out`` if given, else replaces ``path`` once the run succeeded. ``timeout`` bounds each cell
-    (a hung cell fails the run instead of blocking it forever).
+    (a hung cell fails the run instead of blocking it forever). ``progress`` shows papermill's progress bar
+    over the notebook's cells on stderr, named ``desc`` (default: the notebook's stem).
     """
     import papermill
 
@@ -70,7 +78,7 @@ def run_notebook(path: Path, profile: str, out: Path | None = None, timeout: int
     try:
         papermill.execute_notebook(
             str(path), str(tmp), kernel_name="python3", cwd=str(path.parent), execution_timeout=timeout,
-            progress_bar=False,
+            progress_bar={"desc": desc or path.stem, "unit": "cell", "file": sys.stderr} if progress else False,
         )
     except BaseException:
         failed = target.with_name(f"{target.stem}.failed.ipynb")
@@ -80,6 +88,46 @@ def run_notebook(path: Path, profile: str, out: Path | None = None, timeout: int
         raise
     tmp.replace(target)
     return time.perf_counter() - start
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` for a person: "42.0 s", "3 min 05 s", "2 h 07 min"."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def run_all(paths: list[Path], profile: str, out: Path | None = None, timeout: int = CELL_TIMEOUT,
+            progress: bool = True, stream: TextIO | None = None) -> dict[str, float]:
+    """Run ``paths`` in order (:func:`run_notebook`), saying on ``stream`` (default: stdout) which one is
+    running (``[k/n] name started HH:MM:SS``) and, when it ends, how long it took and how long the whole run
+    has taken so far (or that it failed, and after how long, before the error propagates). ``out``: a folder
+    for the executed copies (originals kept). Returns the seconds per notebook, keyed ``folder/stem``."""
+    stream = stream or sys.stdout
+    seconds: dict[str, float] = {}
+    began = time.perf_counter()
+    for k, path in enumerate(paths, 1):
+        tag = f"[{k}/{len(paths)}] {path.parent.name}/{path.name}"
+        print(f"{tag} started {datetime.datetime.now().strftime('%H:%M:%S')} (profile {profile})", file=stream,
+              flush=True)
+        target = None
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            target = out / path.name
+        start = time.perf_counter()
+        try:
+            spent = run_notebook(path, profile, target, timeout=timeout, progress=progress, desc=f"[{k}/{len(paths)}] "
+                                 f"{path.stem}")
+        except BaseException:
+            print(f"{tag} FAILED after {duration(time.perf_counter() - start)}", file=stream, flush=True)
+            raise
+        seconds[f"{path.parent.name}/{path.stem}"] = spent
+        print(f"{tag} done in {duration(spent)} (run so far: {duration(time.perf_counter() - began)})", file=stream,
+              flush=True)
+    return seconds
 
 
 def cache_entries() -> dict[str, int]:
@@ -120,17 +168,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
     parser.add_argument("--out", type=Path, help="write executed notebooks here instead of in place")
     parser.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT, help="seconds a cell may run (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar over each notebook's cells")
     args = parser.parse_args(argv)
     before = cache_entries()
-    seconds: dict[str, float] = {}
-    for path in list_notebooks(args.names):
-        out = None
-        if args.out:
-            args.out.mkdir(parents=True, exist_ok=True)
-            out = args.out / path.name
-        spent = seconds[f"{path.parent.name}/{path.stem}"] = run_notebook(path, args.profile, out, timeout=args.cell_timeout)
-        print(f"{path.name:32s} {spent:8.1f} s", flush=True)
-    print(f"{'total':32s} {sum(seconds.values()):8.1f} s")
+    seconds = run_all(list_notebooks(args.names), args.profile, args.out, timeout=args.cell_timeout,
+                      progress=not args.no_progress)
+    for name, spent in seconds.items():
+        print(f"{name:40s} {spent:8.1f} s")
+    print(f"{'total':40s} {sum(seconds.values()):8.1f} s")
     if not args.out:  # a run in place is a run of the tutorial: keep what it cost (benchmarks/NOTES.md)
         print("timing appended to", save_timing(timing_record(args.profile, seconds, before, cache_entries())))
 

@@ -2,7 +2,15 @@
 
 ``savefig(fig, name, profile)`` writes ``figures/<name>.png`` for the default ``cpu``
 profile (the figures the README shows) and ``figures/<profile>/<name>.png`` for the others,
-so a smoke run in the tests never overwrites the committed figures.
+so a smoke run in the tests never overwrites the committed figures. Before writing, it checks the
+figure (:func:`figure_problems`): no two drawn texts overlap (:func:`overlapping_text`) and every labelled
+line or collection is named in the figure's legend (:func:`missing_legend_entries`); a problem is reported
+as a :class:`FigureWarning` (the figure is still written), :func:`check_figure` raises instead (the tests).
+
+Honest encodings: :func:`dot_intervals` draws estimates as dots with their intervals on an axis that need not
+start at 0 (a bar on a truncated axis exaggerates differences), and :func:`mark_fq_lattice` marks, on a
+log-scale forget-quality axis, the values forget quality can take for the forget-set size (it is a KS p-value
+and moves in steps: :func:`palu_perta.stats.ks_pvalue_lattice`).
 
 The two methods drawn (notebook 00, the README): :func:`palu_example` computes, with the loss's own
 encoding and ``onset_mask``, what :func:`palu_schematic` draws (an answer's tokens, its sensitive spans and
@@ -12,15 +20,21 @@ task vector and PerTA's weights, and :func:`perta_schematic` draws tau, w and th
 
 from __future__ import annotations
 
+import itertools
+import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
 import seaborn as sns
 import torch
 from matplotlib.patches import ConnectionPatch
+from matplotlib.text import Text
 
+from . import stats
 from .losses import onset_mask
 from .paths import figures_dir
 from .tokenization import ORDINARY, PROMPT, SENSITIVE, Collator, encode_qa, pad_id
@@ -43,13 +57,132 @@ def figure_path(name: str, profile: str = "cpu") -> Path:
     return folder / f"{name}.png"
 
 
-def savefig(fig: plt.Figure, name: str, profile: str = "cpu") -> Path:
-    """Save ``fig`` as PNG (see the module docstring for where) and return the path."""
-    path = figure_path(name, profile)
+class FigureWarning(UserWarning):
+    """A saved figure has overlapping text or a legend that does not name every labelled line."""
+
+
+def _drawn_texts(fig: plt.Figure) -> list[Text]:
+    """The figure's Text artists that drawing it actually renders (visible, non-blank), in drawing order:
+    titles, axis and tick labels (only the ticks inside the view), legend texts, annotations, colour-bar
+    labels, the suptitle."""
+    drawn: dict[int, Text] = {}
+    original = Text.draw
+
+    def recording(self: Text, renderer: Any) -> None:
+        original(self, renderer)
+        if self.get_visible() and self.get_text().strip() and self.get_alpha() != 0:
+            drawn.setdefault(id(self), self)
+
+    Text.draw = recording  # Annotation.draw and every tick, legend and title draw through Text.draw
+    try:
+        fig.canvas.draw()
+    finally:
+        Text.draw = original
+    return list(drawn.values())
+
+
+def _text_box(text: Text, renderer: Any) -> np.ndarray:
+    """The four corners (display pixels) of the rectangle ``text``'s glyphs occupy, rotated with it."""
+    aabb = Text.get_window_extent(text, renderer)  # the text alone: not an annotation's arrow
+    angle = math.radians(text.get_rotation())
+    if abs(math.sin(2 * angle)) < 1e-9:  # 0, 90, 180, 270 degrees: the axis-aligned box is the rectangle
+        return np.array([[aabb.x0, aabb.y0], [aabb.x1, aabb.y0], [aabb.x1, aabb.y1], [aabb.x0, aabb.y1]])
+    rotation = text.get_rotation()
+    text.set_rotation(0)  # the unrotated size; a rotated rectangle's bounding box shares its centre
+    try:
+        width, height = Text.get_window_extent(text, renderer).size
+    finally:
+        text.set_rotation(rotation)
+    centre = np.array([(aabb.x0 + aabb.x1) / 2, (aabb.y0 + aabb.y1) / 2])
+    along, across = np.array([math.cos(angle), math.sin(angle)]), np.array([-math.sin(angle), math.cos(angle)])
+    return np.array([centre + sx * width / 2 * along + sy * height / 2 * across
+                     for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))])
+
+
+def _boxes_overlap(a: np.ndarray, b: np.ndarray, tolerance: float) -> bool:
+    """Whether two rectangles (corners in order) overlap once each is shrunk by ``tolerance / 2`` pixels on
+    every side (separating-axis test)."""
+    def shrink(box: np.ndarray) -> np.ndarray:
+        centre = box.mean(axis=0)
+        u, v = box[1] - box[0], box[3] - box[0]
+        lu, lv = np.linalg.norm(u), np.linalg.norm(v)
+        su = max(lu - tolerance, 0.0) / lu if lu else 0.0
+        sv = max(lv - tolerance, 0.0) / lv if lv else 0.0
+        return np.array([centre + (-u * su - v * sv) / 2, centre + (u * su - v * sv) / 2,
+                         centre + (u * su + v * sv) / 2, centre + (-u * su + v * sv) / 2])
+
+    a, b = shrink(a), shrink(b)
+    for box in (a, b):
+        for edge in (box[1] - box[0], box[3] - box[0]):
+            normal = np.array([-edge[1], edge[0]])
+            if not normal.any():
+                return False  # a degenerate (empty) box overlaps nothing
+            pa, pb = a @ normal, b @ normal
+            if pa.max() <= pb.min() or pb.max() <= pa.min():
+                return False
+    return True
+
+
+def overlapping_text(fig: plt.Figure, tolerance: float = 1.0) -> list[tuple[str, str]]:
+    """The pairs of drawn texts of ``fig`` whose boxes overlap by more than ``tolerance`` pixels, as their
+    strings, in drawing order (empty when none). Draws the figure; rotated texts are tested as rotated
+    rectangles, not by their (larger) axis-aligned bounding boxes."""
+    texts = _drawn_texts(fig)
+    renderer = fig.canvas.get_renderer()
+    boxes = [_text_box(t, renderer) for t in texts]
+    return [(texts[i].get_text(), texts[j].get_text()) for i, j in itertools.combinations(range(len(texts)), 2)
+            if _boxes_overlap(boxes[i], boxes[j], tolerance)]
+
+
+def missing_legend_entries(fig: plt.Figure) -> list[str]:
+    """Labels of lines, collections and patches (those ``Axes.legend()`` would show) that no legend of ``fig``
+    names, when the figure has a legend at all (empty when it has none: then nothing claims to name them)."""
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + list(fig.legends)
+    if not legends:
+        return []
+    named = {t.get_text() for legend in legends for t in legend.get_texts()}
+    labels = [label for ax in fig.axes for label in ax.get_legend_handles_labels()[1]]
+    return list(dict.fromkeys(label for label in labels if label not in named))
+
+
+def figure_problems(fig: plt.Figure) -> list[str]:
+    """What is wrong with ``fig`` as a figure to publish, one sentence per problem naming the fix (empty when
+    nothing is): overlapping texts (:func:`overlapping_text`) and labelled artists no legend names
+    (:func:`missing_legend_entries`)."""
+    problems = [f"text {a!r} overlaps text {b!r}: move, shorten, rotate or thin one of them, or enlarge the figure"
+                for a, b in overlapping_text(fig)]
+    problems += [f"the line/collection labelled {label!r} is not in the legend: add it (legend handles) or "
+                 "label it '_nolegend_'" for label in missing_legend_entries(fig)]
+    return problems
+
+
+def check_figure(fig: plt.Figure, name: str = "the figure") -> None:
+    """Raise ValueError listing :func:`figure_problems` of ``fig`` (nothing when it has none)."""
+    problems = figure_problems(fig)
+    if problems:
+        raise ValueError(f"{name} has {len(problems)} problem(s):\n- " + "\n- ".join(problems))
+
+
+def write_png(fig: plt.Figure, path: Path, *, check: bool = True) -> Path:
+    """Save ``fig`` as PNG at ``path`` (the project's dpi, a tight bounding box; written to a temporary name
+    and renamed) and return the path. With ``check``, :func:`figure_problems` are reported first as a
+    :class:`FigureWarning`: a warning, not an error, so a notebook run of hours is not lost at its last cell
+    for a crowded label, while the tests (tests/test_figures.py) hold every figure function to none."""
+    if check:
+        problems = figure_problems(fig)
+        if problems:
+            warnings.warn(f"{path.name}: " + "; ".join(problems), FigureWarning, stacklevel=3)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
     tmp.replace(path)
     return path
+
+
+def savefig(fig: plt.Figure, name: str, profile: str = "cpu") -> Path:
+    """Save ``fig`` as PNG (see the module docstring for where), warning (:class:`FigureWarning`) about
+    overlapping text or an incomplete legend; returns the path."""
+    return write_png(fig, figure_path(name, profile))
 
 
 def draw_tokens(
@@ -143,6 +276,78 @@ def label_points(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], labels:
         annotations.append(ann)
         obstacles.append(tuple(ann.get_window_extent(renderer).extents))
     return annotations
+
+
+def dot_intervals(ax: plt.Axes, labels: Sequence[str], estimates: Sequence[float],
+                  low: Sequence[float] | None = None, high: Sequence[float] | None = None, *,
+                  colours: Sequence[Any] | str | None = None, label: str | None = None, rotation: float = 0.0,
+                  markersize: float = 7.0) -> list:
+    """Estimates as dots with their intervals, one per category of ``labels`` along x: the honest form of a
+    bar chart whose axis does not start at 0 (a bar's length is read from 0, a dot's position is not).
+
+    ``low`` / ``high``: the interval's ends (NaN or ``None``: no interval drawn for that dot); ``colours``:
+    one colour, or one per dot; ``label`` names the dots in a legend (once); ``rotation`` turns the category
+    labels (right-aligned when turned). The value axis is left to autoscale around the dots and intervals.
+    Returns the artists drawn (the dots' line, then one errorbar container per interval)."""
+    x = np.arange(len(labels))
+    y = np.asarray(estimates, dtype=float)
+    colours = [colours or "C0"] * len(x) if colours is None or isinstance(colours, str) else list(colours)
+    artists = []
+    for i, (xi, yi, colour) in enumerate(zip(x, y, colours)):
+        artists += ax.plot([xi], [yi], "o", color=colour, ms=markersize, zorder=3,
+                           label=label if label and i == 0 else "_nolegend_")
+    if low is not None and high is not None:
+        lo, hi = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+        for xi, yi, a, b, colour in zip(x, y, lo, hi, colours):
+            if np.isfinite([yi, a, b]).all():
+                artists.append(ax.errorbar([xi], [yi], yerr=[[yi - a], [b - yi]], fmt="none", ecolor=colour,
+                                           elinewidth=1.5, capsize=3, zorder=2, label="_nolegend_"))
+    ax.set_xticks(x, list(labels), rotation=rotation, ha="right" if rotation else "center")
+    ax.set_xlim(-0.5, len(x) - 0.5)
+    return artists
+
+
+def mark_fq_lattice(ax: plt.Axes, n_forget: int, n_retain: int | None = None, *, axis: str = "y",
+                    ties: bool = False, colour: str = "grey", fontsize: float = 7.0) -> list[float]:
+    """Mark on ``ax``'s forget-quality axis (``axis``: "y" or "x", log scale) the values forget quality can
+    take: the p-values of :func:`palu_perta.stats.ks_pvalue_lattice` for ``n_forget`` forget items against
+    ``n_retain`` (default: as many) retain-model items; ``ties=False`` for continuous truth ratios.
+
+    Each attainable value inside the axis' limits gets a faint dotted line (labelled once, for the legend: "attainable
+    FQ (KS lattice, n vs m items)"); their values are written on a secondary axis on the opposite side, thinned
+    so no two labels overlap. Call it after the scale and limits are final (it keeps them) and before
+    ``legend()``. Returns the values marked, ascending."""
+    if axis not in ("x", "y"):
+        raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
+    m = n_forget if n_retain is None else n_retain
+    values = sorted({p for _, p in stats.ks_pvalue_lattice(n_forget, m, ties=ties)})
+    limits = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    lo, hi = min(limits), max(limits)
+    shown = [v for v in values if lo <= v <= hi]
+    name = f"attainable FQ (KS lattice, {n_forget} vs {m} items)"
+    line = ax.axhline if axis == "y" else ax.axvline
+    for i, v in enumerate(shown):
+        line(v, color=colour, lw=0.8, ls=":", alpha=0.7, zorder=0, label=name if i == 0 else "_nolegend_")
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(limits)  # the lines do not move the limits
+    # the values' labels, thinned: each at least a label's extent from every one kept
+    pixels = [float(ax.transData.transform((0.0, v) if axis == "y" else (v, 1.0))[1 if axis == "y" else 0])
+              for v in shown]
+    texts = [f"{v:.2g}" for v in shown]
+    # a label's extent along the axis (points, a generous estimate of its glyphs): its height on y, its width on x
+    extent = 1.4 * fontsize if axis == "y" else (0.62 * max(map(len, texts), default=1) + 1.0) * fontsize
+    gap = extent * ax.figure.dpi / 72.0
+    kept: list[int] = []
+    for i in sorted(range(len(shown)), key=lambda i: -shown[i]):  # the largest (FQ 1, the retain model's) first
+        if all(abs(pixels[i] - pixels[j]) >= gap for j in kept):
+            kept.append(i)
+    kept.sort(key=lambda i: shown[i])
+    secondary = ax.secondary_yaxis("right") if axis == "y" else ax.secondary_xaxis("top")
+    target = secondary.yaxis if axis == "y" else secondary.xaxis
+    target.set_ticks([shown[i] for i in kept], [texts[i] for i in kept])
+    target.set_minor_locator(plt.NullLocator())
+    secondary.tick_params(labelsize=fontsize, colors=colour)
+    (secondary.set_ylabel if axis == "y" else secondary.set_xlabel)(name, fontsize=fontsize, color=colour)
+    return shown
 
 
 # ----------------------------------------------------------------------------- the methods, drawn

@@ -33,7 +33,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,9 @@ from scipy import stats as scipy_stats
 
 from . import stats, store
 from .paths import figures_dir
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 LEVEL = 0.95
 RESAMPLES = 1000  # bootstrap resamples per interval: the 2.5 % quantile moves by ~0.002 MU between seeds of the bootstrap
@@ -447,32 +450,37 @@ def neighbour_figure(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def _curves_figure(frame: pd.DataFrame, path: Path, y: str, ylabel: str, title: str) -> Path:
-    """:func:`curves_figure`, saved as PNG at ``path`` (written to a temporary name, then renamed)."""
+    """:func:`curves_figure`, saved as PNG at ``path`` by :func:`palu_perta.plots.write_png` (checked for
+    overlapping text and an incomplete legend, written to a temporary name, then renamed)."""
     import matplotlib.pyplot as plt
 
+    from . import plots
+
     fig = curves_figure(frame, y, ylabel, title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return plots.write_png(fig, path)
+    finally:
+        plt.close(fig)
 
 
 def curves_figure(frame: pd.DataFrame, y: str = "model_utility", ylabel: str = "model utility (higher: more kept)",
-                  title: str = "Forgetting against utility along each method's strength axis (epochs / lambda)"):
+                  title: str = "Forgetting against utility along each method's strength axis (epochs / lambda)"
+                  ) -> Figure:
     """Forget ROUGE-L (x, inverted: right is more forgotten) against ``y`` (a column of :func:`points`): each
-    method's curve along its strength axis (mean over seeds, bars: seed intervals), the target and retain
-    models as markers, the retain model's forget ROUGE-L as a dashed line (matched forgetting). One panel
-    per setting and split. Returns the matplotlib figure."""
+    method's curve along its strength axis (mean over seeds, bars: 95 % Student-t seed intervals, none with
+    one seed), the target and retain models as markers, the retain model's forget ROUGE-L as a dashed line
+    (matched forgetting). One panel per setting and split; one legend, right of the panels, naming every
+    line of every panel.
+    Returns the matplotlib figure."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     means = seed_mean(frame, ["forget_rouge", y])
     panels = list(means.groupby(["setting", "forget_split"]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels) + 3.5, 4.8), squeeze=False)  # + the legend
     labels = sorted(means.loc[means["kind"] != "reference", "label"].unique())
     colours = dict(zip(labels, sns.color_palette("tab10", len(labels))))
+    intervals = False
     for ax, ((setting, split), panel) in zip(axes[0], panels):
         refs = panel[panel["kind"] == "reference"].set_index("label")
         for label in labels:
@@ -482,23 +490,33 @@ def curves_figure(frame: pd.DataFrame, y: str = "model_utility", ylabel: str = "
             start = ([refs.loc["target", "forget_rouge"]], [refs.loc["target", y]]) if "target" in refs.index else ([], [])
             xs = [*start[0], *curve["forget_rouge"]]
             ys = [*start[1], *curve[y]]
-            ax.plot(xs, ys, "-o", color=colours[label], ms=4, label=f"{label} ({int(curve['seeds'].max())} seeds)")
+            seeds = int(curve["seeds"].max())
+            ax.plot(xs, ys, "-o", color=colours[label], ms=4, label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})")
             err = curve.dropna(subset=[f"{y}_seed_low"])
             if len(err):
+                intervals = True
                 ax.errorbar(err["forget_rouge"], err[y],
                             xerr=[err["forget_rouge"] - err["forget_rouge_seed_low"],
                                   err["forget_rouge_seed_high"] - err["forget_rouge"]],
                             yerr=[err[y] - err[f"{y}_seed_low"], err[f"{y}_seed_high"] - err[y]],
-                            fmt="none", ecolor=colours[label], alpha=0.5, capsize=2)
+                            fmt="none", ecolor=colours[label], alpha=0.5, capsize=2, label="_nolegend_")
         for name, marker in (("target", "s"), ("retain", "*")):
             if name in refs.index:  # a study in progress may not have both yet
                 ax.plot(refs.loc[name, "forget_rouge"], refs.loc[name, y], marker, color="black", ms=10,
                         label=f"{name} model")
         if "retain" in refs.index:
-            ax.axvline(refs.loc["retain", "forget_rouge"], color="grey", ls="--", lw=1)
+            ax.axvline(refs.loc["retain", "forget_rouge"], color="grey", ls="--", lw=1,
+                       label="retain model's forget ROUGE-L (matched forgetting)")
         ax.set(title=f"{setting}, {split}", xlabel="forget ROUGE-L (lower: more forgotten)", ylabel=ylabel)
         ax.invert_xaxis()
-    axes[0][-1].legend(fontsize=8, loc="best")
+    handles: dict[str, Any] = {}
+    for ax in axes[0]:  # every panel's lines, once each, in one legend
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    note = ("mean over seeds; bars: 95 % Student-t interval over seeds" if intervals
+            else "one seed per point: no interval over seeds")
+    axes[0][-1].legend(handles.values(), handles.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                       title=note, title_fontsize=8)  # outside the panel: it hides no curve
     fig.suptitle(title)
     fig.tight_layout()
     return fig
