@@ -360,6 +360,45 @@ def generate_answers(model: torch.nn.Module, tokenizer: Any, questions: Sequence
 
 
 # ---------------------------------------------------------------------------------------
+# fluency of generated text
+
+
+def answer_perplexity(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    *,
+    batch_size: int = 16,
+    bf16: bool = DEFAULT_BF16,
+    progress: bool = False,
+) -> list[float]:
+    """The perplexity under ``model`` of each answer to its prompt (teacher-forced, the prompt through the
+    chat template as :func:`~palu_perta.tokenization.encode_qa` makes it): ``exp(-mean log p)`` over the
+    answer's tokens, the EOS left out, so an answer cut at ``max_new_tokens`` is not penalised for
+    lacking one. A fluency score: judged by a model that never saw the facts (the base model), a fluent
+    answer scores low whatever facts it states, a garbled one high. ``nan`` for an empty answer."""
+    check_tokenizer(tokenizer)
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers: give one answer per prompt")
+    scored = [i for i, a in enumerate(answers) if a.strip()]
+    examples = [truncate(encode_qa(tokenizer, prompts[i], answers[i]), MAX_SCORED_TOKENS) for i in scored]
+    was_training = model.training
+    model.eval()
+    try:
+        scores = score_sequences(model, examples, pad_id(tokenizer), batch_size=batch_size, bf16=bf16,
+                                 progress=progress, desc="perplexity")
+    finally:
+        model.train(was_training)
+    result = [float("nan")] * len(answers)
+    for i, example, score in zip(scored, examples, scores):
+        ends_with_eos = example["input_ids"][-1] == tokenizer.eos_token_id  # False where truncate cut the end
+        tokens = score.without_eos() if ends_with_eos and len(score.logprobs) > 1 else score
+        result[i] = M.perplexity(tokens.logprobs)
+    return result
+
+
+# ---------------------------------------------------------------------------------------
 # inputs: validation, hashing, the retain reference
 
 

@@ -87,6 +87,12 @@ def answer_probability(token_logprobs: ArrayLike) -> float:
     return math.exp(mean_logprob(token_logprobs))
 
 
+def perplexity(token_logprobs: ArrayLike) -> float:
+    """Perplexity ``exp(-mean log p)`` of one text's tokens: 1 for a text the model is certain of, the
+    vocabulary size for one it guesses uniformly; the inverse of :func:`answer_probability`."""
+    return math.exp(-mean_logprob(token_logprobs))
+
+
 def option_normalised_probability(correct_logprob: float, wrong_logprobs: ArrayLike, eps: float = EPS) -> float:
     """``p(a) / (p(a) + sum_j p(a~_j) + eps)`` from length-normalised log-probabilities."""
     wrong = _as_array(wrong_logprobs)

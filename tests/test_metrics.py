@@ -1,4 +1,5 @@
-"""The plain metric functions, pinned on hand-computed inputs (no model)."""
+"""The plain metric functions, pinned on hand-computed inputs (no model); and answer_perplexity, the one
+that runs a model, on the tiny model against a plain forward pass."""
 
 from __future__ import annotations
 
@@ -20,6 +21,42 @@ def test_answer_probability_is_length_normalised():
     assert M.mean_logprob([-1.0, -3.0]) == pytest.approx(-2.0)
     with pytest.raises(ValueError):
         M.mean_logprob([])
+
+
+def test_perplexity_is_the_inverse_of_the_answer_probability():
+    assert M.perplexity([math.log(0.5), math.log(0.125)]) == pytest.approx(4.0)  # 1 / sqrt(.5 * .125)
+    assert M.perplexity([math.log(1 / 7)] * 3) == pytest.approx(7.0)  # a uniform guess among 7 tokens
+    assert M.perplexity([0.0, 0.0]) == 1.0  # certain of every token
+    with pytest.raises(ValueError):
+        M.perplexity([])
+
+
+def test_answer_perplexity_matches_a_plain_forward_on_the_tiny_model(tiny):
+    import torch
+
+    from palu_perta.evaluation import answer_perplexity
+    from palu_perta.tokenization import prompt_text
+
+    model, tokenizer = tiny
+    model.train()  # answer_perplexity scores in eval mode and gives the mode back
+    prompts = ["Where was Ann Lee born?", "What does a plumber do?", "Which award did she get?"]
+    answers = ["She was born in Porto, Portugal.", "A plumber fixes pipes, taps and", "  "]
+    got = answer_perplexity(model, tokenizer, prompts, answers, batch_size=2)
+    assert model.training
+    model.eval()
+    for prompt, answer, value in zip(prompts[:2], answers[:2], got):
+        prompt_ids = tokenizer(prompt_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]  # no EOS: it is not scored
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([prompt_ids + answer_ids])).logits[0].double(), -1)
+        start = len(prompt_ids) - 1  # the prompt's last position predicts the answer's first token
+        token_logp = logp[start:start + len(answer_ids)].gather(1, torch.tensor(answer_ids)[:, None])
+        assert value == pytest.approx(math.exp(-token_logp.mean().item()), rel=1e-4)
+    assert math.isnan(got[2])  # an empty answer has nothing to score
+    one_by_one = answer_perplexity(model, tokenizer, prompts[::-1], answers[::-1], batch_size=1)[::-1]
+    assert one_by_one == pytest.approx(got, rel=1e-4, nan_ok=True)
+    with pytest.raises(ValueError, match="one answer per prompt"):
+        answer_perplexity(model, tokenizer, prompts, answers[:2])
 
 
 def test_option_normalised_probability():
