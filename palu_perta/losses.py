@@ -512,6 +512,65 @@ def palu_loss(
     return LossOutput(loss, terms)
 
 
+def palu_local_parts(logits: Tensor, ref_logits: Tensor, top_k: int) -> dict[str, float]:
+    """PALU's squared local loss at one position (target c_t = the full-vocabulary mean), taken apart.
+
+    ``logits`` and ``ref_logits`` are one position's current and reference logits, [V]; the candidates T are
+    the reference's top-``top_k``. The loss splits exactly into a gap and a spread::
+
+        L_local = (1/K) sum_{i in T} (z_i - c)^2 = (mean_T z - c)^2 + var_T z
+
+    Returns ``c`` (c_t), ``topk_mean`` (mean_T z), ``gap`` (topk_mean - c), ``spread`` (var_T z, about the
+    candidates' own mean), ``local`` (gap^2 + spread), and the gradient of ``local`` with respect to c_t
+    (``d_c``) and to the K candidates directly, summed (``d_topk``): ``d_c = -2 gap = -d_topk``, the loss pulls
+    c_t up exactly as hard as it pulls the K candidates down together.
+    """
+    if logits.dim() != 1 or logits.shape != ref_logits.shape:
+        raise ValueError(f"palu_local_parts takes one position's logits, two [V] tensors; got {tuple(logits.shape)} "
+                         f"and {tuple(ref_logits.shape)} (index a position first: logits[0, t])")
+    if not 1 <= top_k <= logits.numel():
+        raise ValueError(f"top_k must be in [1, {logits.numel()}] (the vocabulary), got {top_k}")
+    z = logits.detach().float()
+    z_k = z[ref_logits.detach().float().topk(top_k).indices].clone().requires_grad_(True)
+    c = z.mean().clone().requires_grad_(True)  # c_t as its own variable: the gradient that flows through it
+    local = (z_k - c).pow(2).mean()
+    d_topk, d_c = torch.autograd.grad(local, (z_k, c))
+    gap = z_k.detach().mean() - c.detach()
+    return {"c": c.item(), "topk_mean": z_k.detach().mean().item(), "gap": gap.item(),
+            "spread": z_k.detach().var(unbiased=False).item(), "local": local.item(),
+            "d_c": d_c.item(), "d_topk": d_topk.sum().item()}
+
+
+def palu_gradient_norms(model: torch.nn.Module, forget: Mapping[str, Tensor], retain: Mapping[str, Tensor],
+                        ref_logits: Tensor, **hyper: Any) -> dict[str, float]:
+    """How hard each part of PALU's loss pulls on ``model``'s weights where they are now: the norms, over every
+    trainable weight, of the gradients of ``forget`` (L_forget) and of ``hold`` (L_retain + L_ns), both
+    unweighted (``gamma`` and ``alpha`` in ``hyper`` are left out), and ``ratio`` = forget / hold.
+
+    ``forget`` and ``retain`` are batches (``encode_qa`` + ``Collator``), ``ref_logits`` the frozen reference's
+    logits on ``forget``; ``hyper`` as for :func:`palu_loss`. The weights' ``.grad`` are left untouched.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable weight (requires_grad is False everywhere): call "
+                         "model.requires_grad_(True) first")
+    hyper = {k: v for k, v in hyper.items() if k not in ("alpha", "gamma")}
+
+    def io(batch: Mapping[str, Tensor], ref: Tensor | None) -> ModelIO:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return ModelIO(logits, batch, ref)
+
+    forget_io, retain_io = io(forget, ref_logits), io(retain, None)
+    parts = {"forget": palu_loss(forget_io, retain_io, **hyper, alpha=0.0).loss,
+             "hold": palu_loss(forget_io, retain_io, **hyper, gamma=0.0).loss}
+    norms = {}
+    for name, loss in parts.items():
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        norms[name] = math.sqrt(sum(float(g.float().pow(2).sum()) for g in grads if g is not None))
+    norms["ratio"] = norms["forget"] / norms["hold"] if norms["hold"] > 0 else math.inf
+    return norms
+
+
 # ----------------------------------------------------------------------------- registry
 
 
