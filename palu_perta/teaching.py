@@ -289,8 +289,9 @@ LABS: tuple[Lab, ...] = (
         Slot("00_quickstart", ("intro", "1", "2", "3", "4", "6", "7", "Exercises"), ("00.rouge_l_recall",), 5,
              "start it first (it trains its own models: the run column) while the teacher introduces unlearning "
              "and TOFU; PALU's picture in section 4; what 'forgotten' means (section 3's two measures)"),
-        Slot("01_data", ("intro", "1", "2", "3", "Exercises"), ("01.token_classes",), 5,
-             "the benchmark and the sensitive spans: which tokens PALU will act on"),
+        Slot("01_data", ("intro", "1", "2", "3", "Exercises"), ("01.token_classes",), 3,
+             "the benchmark and the sensitive spans: which tokens PALU will act on (a short discussion: the "
+             "questions it raises come back in 06)"),
         Slot("02_finetune", ("intro", "1", "2", "3", "5", "Exercises"), ("02.truth_ratio",), 5,
              "the target and retain models; what forget quality and model utility measure (the exercise on "
              "forget quality is homework)"),

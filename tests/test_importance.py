@@ -246,3 +246,55 @@ def test_group_size_errors():
         parameter_importance(model, batches, "grad", progress=False, group_size=0)
     with pytest.raises(ValueError, match="cannot make one group"):
         parameter_importance(model, batches, "grad", progress=False, group_size=3)
+
+
+def test_the_bias_benchmark_computes_both_importances_in_one_pass(monkeypatch):
+    """benchmarks/importance_bias.py derives the plain and the size-matched importance from one pass over the
+    groups: both must equal parameter_importance's."""
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "importance_bias.py"
+    spec = importlib.util.spec_from_file_location("importance_bias", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    batches = [make_batch(MORE)]
+    monkeypatch.setattr(bench.perta, "importance_batches", lambda *args, **kwargs: batches)
+    profile = SimpleNamespace(seed=5, finetune=SimpleNamespace(max_length=64, per_device_batch_size=3))
+    model = tiny_llama()
+    plain, grouped = bench.plain_and_grouped(model, None, MORE, profile, group_size=2)
+    expected_plain = parameter_importance(model, batches, "grad", progress=False)
+    expected_grouped = parameter_importance(model, batches, "grad", seed=5, progress=False, group_size=2)
+    for name in plain:
+        torch.testing.assert_close(plain[name], expected_plain[name], rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(grouped[name], expected_grouped[name], rtol=1e-4, atol=1e-7)
+
+
+def test_the_bias_notes_quote_the_committed_measurement():
+    """benchmarks/NOTES.md quotes the table benchmarks/importance_bias.py prints from its committed record, and
+    the numbers of its prose (a rerun that moves them fails here, naming the file to rewrite)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    record = root / "benchmarks" / "results" / "importance_bias_cpu_base.json"
+    if not record.is_file():
+        pytest.skip("no committed bias record")
+    spec = importlib.util.spec_from_file_location("importance_bias", root / "benchmarks" / "importance_bias.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = json.loads(record.read_text())
+    notes = (root / "benchmarks" / "NOTES.md").read_text()
+    assert bench.table(result) in notes, "benchmarks/NOTES.md's bias table differs from the record: paste the new one"
+    null, real = result["null"][0], result["real"]
+    quoted = {"w's global mean is": null["plain"]["mean_w"], "I_f / I_r": null["plain"]["median_ratio"],
+              "mean w": null["size_matched"]["mean_w"], "median ratio": null["size_matched"]["median_ratio"]}
+    section = notes[notes.index("## PerTA's gradient importance and the sizes"):]
+    for before, value in quoted.items():
+        assert f"{before} {value:.3f}" in section or f"{before} {value:.2f}" in section, before
+    percent = lambda share: f"{100 * share:.0f} %"  # noqa: E731 - the notes' way of writing a share
+    assert f"(median ratio {real['plain']['median_ratio']:.2f}, {percent(real['plain']['share_w_above_half'])}" in section
+    assert f"({real['size_matched']['median_ratio']:.2f}, {percent(real['size_matched']['share_w_above_half'])})" in section
+    assert f"overlap by only {percent(real['top1_overlap'])}" in section
