@@ -509,7 +509,8 @@ def release_entries(grid: Grid, cell: Cell, later: Sequence[Cell], contexts: dic
     for other in later:
         if other.kind == "arithmetic" and (other.setting, other.forget_split) == (cell.setting, cell.forget_split):
             needed |= scratch_entries(other, ctx)
-    return sorted(path for path in scratch_entries(cell, ctx) - needed if remove_entry(path))
+    # in sorted order (not the set's, which follows str hashing and changes from one process to the next)
+    return [path for path in sorted(scratch_entries(cell, ctx) - needed) if remove_entry(path)]
 
 
 def _machine() -> dict[str, Any]:
