@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from palu_perta import importance, perta, pipeline
 from palu_perta.config import get_profile
@@ -62,25 +61,10 @@ def importances(model, tokenizer, records, profile) -> dict[str, torch.Tensor]:
 
 def plain_and_grouped(model, tokenizer, records, profile, group_size: int) -> tuple[dict, dict]:
     """The plain importance |mean gradient| and the size-matched one (mean over groups of |group mean|) of
-    ``records`` in one pass: each group's gradient sum is computed once and serves both. Equal to
-    ``parameter_importance(..., group_size=None)`` and ``(..., group_size=group_size)`` (tests/test_importance.py)."""
+    ``records`` in one pass (:func:`palu_perta.importance.plain_and_grouped_gradient_importance`)."""
     batches = perta.importance_batches(tokenizer, records, profile.finetune.max_length,
                                        profile.finetune.per_device_batch_size)
-    rows = importance._answered_rows(batches)
-    groups = importance.example_groups(len(rows), group_size, profile.seed)
-    params = {name: p for name, p in model.named_parameters() if p.is_floating_point()}
-    total = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
-    grouped = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
-    count = 0
-    for group in tqdm(groups, desc=f"importance (grad, {len(groups)} groups)"):
-        sums, n = importance._importance_sums(model, params, importance._rebatch([rows[i] for i in group.tolist()],
-                                              profile.finetune.per_device_batch_size), "grad", "auto", False, "")
-        count += n
-        for name, s in sums.items():
-            total[name].add_(s)
-            grouped[name].add_((s / n).abs_())
-    return ({name: (t / count).abs_() for name, t in total.items()},
-            {name: g / len(groups) for name, g in grouped.items()})
+    return importance.plain_and_grouped_gradient_importance(model, batches, group_size, profile.seed)
 
 
 def measure(profile_name: str, draws: int, at: str = "target") -> dict:

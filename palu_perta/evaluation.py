@@ -23,8 +23,8 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -269,6 +269,17 @@ def _score_shared(model, examples, pad_token_id, batch_size, bf16, progress, des
     return results  # type: ignore[return-value]
 
 
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode (no dropout) for the block, its training flag restored afterwards, even on error."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.inference_mode()
 def score_sequences(
     model: torch.nn.Module,
@@ -383,13 +394,9 @@ def answer_perplexity(
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers: give one answer per prompt")
     scored = [i for i, a in enumerate(answers) if a.strip()]
     examples = [truncate(encode_qa(tokenizer, prompts[i], answers[i]), MAX_SCORED_TOKENS) for i in scored]
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         scores = score_sequences(model, examples, pad_id(tokenizer), batch_size=batch_size, bf16=bf16,
                                  progress=progress, desc="perplexity")
-    finally:
-        model.train(was_training)
     result = [float("nan")] * len(answers)
     for i, example, score in zip(scored, examples, scores):
         ends_with_eos = example["input_ids"][-1] == tokenizer.eos_token_id  # False where truncate cut the end
@@ -548,9 +555,7 @@ def evaluate(
     ref = (load_retain_reference(retain_reference, fhash, forget_split, expected_n=len(data["forget"]))
            if retain_reference is not None else None)
     start = time.perf_counter()
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         per_item = {"splits": {}}
         # the suite's splits, then the neighbour split in calls of its own (same batches as without it)
         for part, names in (("suite", GENERATED_SPLITS), (NEIGHBOUR, (NEIGHBOUR,))):
@@ -565,8 +570,6 @@ def evaluate(
                                            max_new_tokens=max_new_tokens, batch_size=batch_size, bf16=bf16,
                                            progress=progress)
             per_item["splits"].update(_per_item(tokenizer, chunk, scores, where, dict(zip(questions, generations)))["splits"])
-    finally:
-        model.train(was_training)
     per_item.update(forget_split=forget_split, forget_hash=fhash,
                     settings={"max_new_tokens": max_new_tokens, "batch_size": batch_size, "bf16": bf16})
     if not data["holdout"]:

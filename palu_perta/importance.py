@@ -207,6 +207,16 @@ def _grouped_gradient_importance(
 ) -> dict[str, Tensor]:
     """mean over the groups of :func:`example_groups` of |mean gradient of the group| (``parameter_importance``
     with ``group_size``)."""
+    return plain_and_grouped_gradient_importance(model, batches, group_size, seed, progress)[1]
+
+
+def plain_and_grouped_gradient_importance(
+    model: nn.Module, batches: list[Batch], group_size: int, seed: int = 0, progress: bool = True
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The plain gradient importance |mean gradient| and the size-matched one (the mean over the groups of
+    :func:`example_groups` of |mean gradient of the group|) of ``batches``, from one pass: each group's gradient
+    sum serves both. Equal to ``parameter_importance(..., "grad")`` and ``(..., group_size=group_size)``.
+    Returns (plain, grouped): name -> float32 tensor of the parameter's shape."""
     rows = _answered_rows(batches)
     if not rows:
         raise ValueError("empty data set: no example with answer tokens (labels != -100)")
@@ -214,12 +224,17 @@ def _grouped_gradient_importance(
     groups = example_groups(len(rows), group_size, seed)
     params = {name: p for name, p in model.named_parameters() if p.is_floating_point()}
     total = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
+    grouped = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
+    n_total = 0
     for k, group in enumerate(tqdm(groups, desc=f"importance (grad, {len(groups)} groups)", disable=not progress)):
         sums, count = _importance_sums(model, params, _rebatch([rows[i] for i in group.tolist()], batch_size),
                                        "grad", "auto", False, f"group {k}")
+        n_total += count
         for name, s in sums.items():
-            total[name].add_((s / count).abs_())
-    return {name: t / len(groups) for name, t in total.items()}
+            total[name].add_(s)
+            grouped[name].add_((s / count).abs_())
+    return ({name: (t / n_total).abs_() for name, t in total.items()},
+            {name: g / len(groups) for name, g in grouped.items()})
 
 
 def _answer_logprobs(logits: Tensor, labels: Tensor) -> Tensor:

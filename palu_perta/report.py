@@ -40,6 +40,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from . import stats, store
+from .stats import format_interval
 from .paths import figures_dir
 
 if TYPE_CHECKING:
@@ -184,14 +185,6 @@ def seed_mean(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 def _seed_interval(values: np.ndarray) -> stats.Interval:
     """:func:`stats.seed_interval` over the non-NaN values; all-NaN when there are none."""
     return stats.seed_interval(values, level=LEVEL) if np.isfinite(values).any() else _nan_interval()
-
-
-def _fmt(estimate: float, low: float, high: float, digits: int = 3) -> str:
-    if estimate is None or estimate != estimate:
-        return "-"
-    if low != low or high != high:
-        return f"{estimate:.{digits}f}"
-    return f"{estimate:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def best_fq(frame: pd.DataFrame) -> pd.DataFrame:
@@ -379,26 +372,26 @@ def tables_markdown(name: str, frame: pd.DataFrame, best: pd.DataFrame, matched:
               "| setting | split | method | seeds | FQ | MU | forget ROUGE-L |", "|---|---|---|---|---|---|---|"]
     for _, r in refs.iterrows():
         lines.append(f"| {r['setting']} | {r['forget_split']} | {r['label']} | - | {r['forget_quality']:.3g} | "
-                     f"{_fmt(r['model_utility'], r['model_utility_low'], r['model_utility_high'])} | "
-                     f"{_fmt(r['forget_rouge'], r['forget_rouge_low'], r['forget_rouge_high'])} |")
+                     f"{format_interval(r['model_utility'], r['model_utility_low'], r['model_utility_high'])} | "
+                     f"{format_interval(r['forget_rouge'], r['forget_rouge_low'], r['forget_rouge_high'])} |")
     for _, r in best[best["kind"] != "reference"].iterrows():
         lines.append(f"| {r['setting']} | {r['forget_split']} | {r['label']} | {r['seeds']} | "
-                     f"{_fmt(r['forget_quality'], r['forget_quality_seed_low'], r['forget_quality_seed_high'])} | "
-                     f"{_fmt(r['model_utility'], r['model_utility_seed_low'], r['model_utility_seed_high'])} | "
-                     f"{_fmt(r['forget_rouge'], r['forget_rouge_seed_low'], r['forget_rouge_seed_high'])} |")
+                     f"{format_interval(r['forget_quality'], r['forget_quality_seed_low'], r['forget_quality_seed_high'])} | "
+                     f"{format_interval(r['model_utility'], r['model_utility_seed_low'], r['model_utility_seed_high'])} | "
+                     f"{format_interval(r['forget_rouge'], r['forget_rouge_seed_low'], r['forget_rouge_seed_high'])} |")
     lines += ["", "## At matched forgetting (forget ROUGE-L down to the retain model's)", "",
               "| setting | split | method | seeds reaching it | MU there | neighbour ROUGE-L | retain ROUGE-L | "
               "where (epoch or x lambda*) |", "|---|---|---|---|---|---|---|---|"]
     for _, r in refs.iterrows():
         lines.append(f"| {r['setting']} | {r['forget_split']} | {r['label']} model | - | "
-                     f"{_fmt(r['model_utility'], r['model_utility_low'], r['model_utility_high'])} | "
-                     f"{_fmt(r['neighbour_rouge'], r['neighbour_rouge_low'], r['neighbour_rouge_high'])} | "
-                     f"{_fmt(r['retain_rouge'], r['retain_rouge_low'], r['retain_rouge_high'])} | - |")
+                     f"{format_interval(r['model_utility'], r['model_utility_low'], r['model_utility_high'])} | "
+                     f"{format_interval(r['neighbour_rouge'], r['neighbour_rouge_low'], r['neighbour_rouge_high'])} | "
+                     f"{format_interval(r['retain_rouge'], r['retain_rouge_low'], r['retain_rouge_high'])} | - |")
     for _, r in matched.iterrows():
         lines.append(f"| {r['setting']} | {r['forget_split']} | {r['label']} | {r['reached']} of {r['seeds']} | "
-                     f"{_fmt(r['model_utility'], r['model_utility_seed_low'], r['model_utility_seed_high'])} | "
+                     f"{format_interval(r['model_utility'], r['model_utility_seed_low'], r['model_utility_seed_high'])} | "
                      f"{_cell(r, 'neighbour_rouge')} | {_cell(r, 'retain_rouge')} | "
-                     f"{_fmt(r['x'], r['x_seed_low'], r['x_seed_high'], 2)} |")
+                     f"{format_interval(r['x'], r['x_seed_low'], r['x_seed_high'], 2)} |")
     lines += ["", "## Collateral damage at matched forgetting", ""]
     neighbour = collateral is not None and len(collateral) and (collateral["split"] == NEIGHBOUR).any()
     if not neighbour:
@@ -422,7 +415,7 @@ def tables_markdown(name: str, frame: pd.DataFrame, best: pd.DataFrame, matched:
     for _, r in collateral.iterrows():
         lines.append(f"| {r['setting']} | {r['forget_split']} | {r['label']} | {r['split']} | "
                      f"{METRIC_NAMES.get(r['metric'], r['metric'])} | "
-                     f"{_fmt(r['difference'], r['difference_low'], r['difference_high'])} | {r['items']} | "
+                     f"{format_interval(r['difference'], r['difference_low'], r['difference_high'])} | {r['items']} | "
                      f"{r['seeds']} of {r['seeds_total']} | {r['verdict']} |")
     return "\n".join(lines) + "\n"
 
@@ -431,7 +424,7 @@ def _cell(row: pd.Series, column: str) -> str:
     """A table cell of a seed mean with its interval, "-" where the column is missing or NaN."""
     if column not in row.index:
         return "-"
-    return _fmt(row[column], row[f"{column}_seed_low"], row[f"{column}_seed_high"])
+    return format_interval(row[column], row[f"{column}_seed_low"], row[f"{column}_seed_high"])
 
 
 def tradeoff_figure(frame: pd.DataFrame, path: Path) -> Path:

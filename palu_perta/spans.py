@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .evaluation import score_sequences
+from .evaluation import eval_mode, score_sequences
 from .tokenization import SENSITIVE, check_tokenizer, encode_qa, pad_id, token_classes_from_spans
 
 DEFAULT_MARGIN = 2.0  # nats: the target must find a token e^2 ~ 7 times likelier than the reference
@@ -87,13 +87,9 @@ def score_answers(
     examples = [encode_qa(tokenizer, r["question"], r["answer"]) for r in records]
     logps = []
     for model in (target, reference):
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             scores = score_sequences(model, examples, pad_id(tokenizer), batch_size=batch_size, bf16=bf16,
                                      progress=progress, desc="scoring answers")
-        finally:
-            model.train(was_training)
         logps.append([s.logprobs[:-1] for s in scores])  # drop the EOS: it is never sensitive
     out = []
     for rec, lp_target, lp_reference in zip(records, *logps):

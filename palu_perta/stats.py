@@ -46,6 +46,16 @@ def _fmt(x: float) -> str:
     return f"{x:.3f}" if x == 0 or 1e-3 <= abs(x) < 1e4 or np.isnan(x) else f"{x:.3g}"
 
 
+def format_interval(estimate: float | None, low: float, high: float, digits: int = 3) -> str:
+    """``"0.123 [0.100, 0.150]"`` with ``digits`` decimals: ``"-"`` for a missing estimate (None or NaN), the
+    estimate alone where the interval is NaN (one seed, say)."""
+    if estimate is None or estimate != estimate:
+        return "-"
+    if low != low or high != high:
+        return f"{estimate:.{digits}f}"
+    return f"{estimate:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
 def _clean(values: ArrayLike, name: str = "values") -> np.ndarray:
     """1-D float array with NaN/None dropped; ValueError when nothing is left."""
     x = np.asarray(values, dtype=float)

@@ -266,8 +266,8 @@ def claims_markdown(table: pd.DataFrame) -> str:
         seeds = (f"{r['seeds_method']} of {r['seeds_method_total']} / "
                  f"{r['seeds_baseline']} of {r['seeds_baseline_total']}")
         lines.append(f"| {r['text']} ({r['setting']}, {r['forget_split']}) | {METRICS[r['metric']]} | "
-                     f"{report._fmt(r['difference'], r['low'], r['high'])} | "
-                     f"{report._fmt(r['difference'], r['items_only_low'], r['items_only_high'])} | {r['items']} | "
+                     f"{stats.format_interval(r['difference'], r['low'], r['high'])} | "
+                     f"{stats.format_interval(r['difference'], r['items_only_low'], r['items_only_high'])} | {r['items']} | "
                      f"{seeds} | {r['verdict']} |")
     return "\n".join(lines) + "\n"
 
@@ -300,7 +300,7 @@ def readme_block(name: str, table: pd.DataFrame) -> str:
         for _, r in table.iterrows():
             seeds = f"{r['seeds_method']} / {r['seeds_baseline']}"
             lines.append(f"| {r['text']} | {METRICS[r['metric']]} | "
-                         f"{report._fmt(r['difference'], r['low'], r['high'])} | {seeds} | {r['items']} | "
+                         f"{stats.format_interval(r['difference'], r['low'], r['high'])} | {seeds} | {r['items']} | "
                          f"{r['verdict']} |")
     lines.append(README_END)
     return "\n".join(lines)

@@ -269,3 +269,20 @@ def test_cli_finetune_trains_or_reads_the_cache(capsys):
     assert Path(path).parent == artifacts_root() / "models" and (Path(path) / "model.safetensors").is_file()
     assert cli.main(["finetune", "--profile", "smoke", "--role", "retain", "--no-progress"]) == 0
     assert f"retain: {path}" in capsys.readouterr().out
+
+
+def test_eval_mode_restores_the_training_flag_even_on_error():
+    from palu_perta.evaluation import eval_mode
+
+    model = torch.nn.Sequential(torch.nn.Dropout(0.5))
+    model.train()
+    with eval_mode(model):
+        assert not model.training and not model[0].training
+    assert model.training and model[0].training
+    with pytest.raises(RuntimeError), eval_mode(model):
+        raise RuntimeError("boom")
+    assert model.training
+    model.eval()
+    with eval_mode(model):
+        pass
+    assert not model.training

@@ -264,11 +264,15 @@ def test_the_bias_benchmark_computes_both_importances_in_one_pass(monkeypatch):
     profile = SimpleNamespace(seed=5, finetune=SimpleNamespace(max_length=64, per_device_batch_size=3))
     model = tiny_llama()
     plain, grouped = bench.plain_and_grouped(model, None, MORE, profile, group_size=2)
+    direct_plain, direct_grouped = importance.plain_and_grouped_gradient_importance(model, batches, 2, seed=5,
+                                                                                    progress=False)
     expected_plain = parameter_importance(model, batches, "grad", progress=False)
     expected_grouped = parameter_importance(model, batches, "grad", seed=5, progress=False, group_size=2)
     for name in plain:
         torch.testing.assert_close(plain[name], expected_plain[name], rtol=1e-4, atol=1e-7)
         torch.testing.assert_close(grouped[name], expected_grouped[name], rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(direct_plain[name], plain[name])
+        torch.testing.assert_close(direct_grouped[name], grouped[name])
 
 
 def test_the_bias_notes_quote_the_committed_measurement():

@@ -320,3 +320,13 @@ def test_two_level_difference_refuses_mismatched_columns_and_groups():
         S.two_level_difference(a, {"x": np.zeros((1, 3))}, _mean_of("x"), groups={"g": ("x", "y")})
     with pytest.raises(ValueError, match="share their"):
         S.two_level_difference(a, {"x": np.zeros((1, 4))}, _mean_of("x"))
+
+
+def test_format_interval_by_hand():
+    from palu_perta.stats import format_interval
+
+    assert format_interval(0.12345, 0.1, 0.15) == "0.123 [0.100, 0.150]"
+    assert format_interval(1.5, -0.25, 2.0, digits=2) == "1.50 [-0.25, 2.00]"
+    assert format_interval(0.5, float("nan"), float("nan")) == "0.500"  # one seed: no interval
+    assert format_interval(None, 0.0, 1.0) == "-"
+    assert format_interval(float("nan"), 0.0, 1.0) == "-"
