@@ -32,12 +32,14 @@ run (or notebook) that needs one again rebuilds it. The cache keeps the base, ta
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import os
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -586,6 +588,35 @@ def select(cells: Iterable[Cell], methods: Sequence[str] | None = None, seeds: S
             ((methods is None or c.method in methods) and (seeds is None or c.seed in seeds))]
 
 
+@contextlib.contextmanager
+def claim_cell(grid: Grid, cell: Cell, root: Path | None = None) -> Iterator[bool]:
+    """Hold an exclusive lock on ``cell`` for the block (an OS file lock on ``.<cell id>.lock`` beside its
+    results file, released when the block ends or the process dies, SIGKILL included): yields True when this
+    process holds it, False when another process does. So two study processes on one results directory (one
+    per core or per GPU) never compute the same cell; each skips what the other runs. Where the OS has no
+    ``fcntl`` (Windows) every claim succeeds: run one process per results directory there."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield True
+        return
+    folder = study_dir(grid, root)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / f".{cell.id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def run_study(grid: Grid, root: Path | None = None, cells: Sequence[Cell] | None = None, progress: bool = True,
               log: Callable[[str], None] = print, release: bool = True) -> Plan:
     """Run every cell that is not done (stale ones are recomputed), in the grid's order, with one
@@ -601,7 +632,13 @@ def run_study(grid: Grid, root: Path | None = None, cells: Sequence[Cell] | None
     todo = todo_plan.todo
     for i, row in enumerate(todo):
         bar.set_postfix_str(row["cell"].id)
-        run_cell(grid, row["cell"], row["hash"], contexts, root)
+        with claim_cell(grid, row["cell"], root) as claimed:
+            if not claimed:
+                log(f"{row['cell'].id}: another process is running it; skipped")
+            elif cell_status(grid, row["cell"], row["hash"], root) == "done":
+                log(f"{row['cell'].id}: done by another process meanwhile; skipped")
+            else:
+                run_cell(grid, row["cell"], row["hash"], contexts, root)
         if release:
             release_entries(grid, row["cell"], [r["cell"] for r in todo[i + 1:]], contexts)
         bar.update(round(row["estimate_s"]))

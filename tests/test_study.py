@@ -122,6 +122,55 @@ def test_a_study_killed_mid_cell_resumes_to_the_same_results(tmp_path, straight)
     assert study.stale_cells(SMALL, killed) == []
 
 
+HOLD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from palu_perta import study
+    from tests.test_study import SMALL
+    ga = next(c for c in SMALL.cells() if c.method == "ga")
+    with study.claim_cell(SMALL, ga, Path(sys.argv[1])) as claimed:
+        print("held" if claimed else "refused", flush=True)
+        time.sleep(600)
+""")
+
+
+def test_two_processes_never_run_one_cell(tmp_path):
+    """A cell another process holds is skipped (and nothing of it written); its lock dies with that process,
+    SIGKILL included, so a killed study never leaves a cell blocked."""
+    ga = next(c for c in SMALL.cells() if c.method == "ga")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=repo_root(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held", holder.stderr.read()
+        with study.claim_cell(SMALL, ga, tmp_path) as claimed:
+            assert claimed is False
+        lines: list[str] = []
+        study.run_study(SMALL, tmp_path, cells=[ga], progress=False, log=lines.append)
+        assert f"{ga.id}: another process is running it; skipped" in lines
+        assert not study.cell_path(SMALL, ga, tmp_path).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with study.claim_cell(SMALL, ga, tmp_path) as claimed:
+        assert claimed is True
+
+
+@pytest.mark.slow
+def test_a_cell_finished_by_another_process_meanwhile_is_not_rerun(tmp_path, straight, monkeypatch):
+    """The plan is made at the start; a cell another process finished since then is skipped, not recomputed."""
+    ga = next(c for c in SMALL.cells() if c.method == "ga")
+    before = study.plan(SMALL, tmp_path, [ga])
+    assert [r["cell"] for r in before.todo] == [ga]
+    target = study.cell_path(SMALL, ga, tmp_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(study.cell_path(SMALL, ga, straight), target)  # the other process's result
+    monkeypatch.setattr(study, "plan", lambda *args, **kwargs: before)
+    monkeypatch.setattr(study, "run_cell", lambda *args, **kwargs: pytest.fail("the finished cell was rerun"))
+    lines: list[str] = []
+    study.run_study(SMALL, tmp_path, cells=[ga], progress=False, log=lines.append)
+    assert f"{ga.id}: done by another process meanwhile; skipped" in lines
+
+
 @pytest.mark.slow
 def test_results_store_round_trip(straight):
     """The summary a cell file records is the one its item rows recompute (against the retain model's rows)."""
