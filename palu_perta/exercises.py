@@ -17,10 +17,23 @@ instead of the reference, a Fisher computed as the square of the mean gradient, 
 mistake is. An answer that is not written yet (it raises ``NotImplementedError`` or is ``None``)
 is "not attempted", so the notebooks run top to bottom with the stubs in place. Worked solutions
 are in ``solutions/``.
+
+Three kinds of exercise share the checker:
+
+- a function on hand-made numbers (most of them);
+- a function that runs a real, tiny model (``"06.palu_step"``, ``"04.model_fisher"``): the checker hands each
+  call a fresh copy of the tests' tiny Llama (:func:`tiny_example`), so an answer that updates the model in
+  place cannot change what the reference sees;
+- a reading of a measured result (``"07.read_fq_gap"``): the exercise states options, and
+  ``check(key, "b", *measured)`` compares the letter with the option the notebook's own numbers support
+  (the rule that decides is the exercise's reference; a function of the numbers is checked on its cases
+  like any other answer).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +50,7 @@ from .losses import ModelIO, onset_mask, palu_loss
 from .perta import constant_weights_like, overlap, perta_weights, top_mask
 from .tokenization import ORDINARY, PROMPT, SENSITIVE
 
-__all__ = ["EXERCISES", "Exercise", "Feedback", "check", "exercises_for"]
+__all__ = ["EXERCISES", "Case", "Exercise", "Feedback", "Mistake", "check", "exercises_for", "tiny_example"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,10 @@ class Exercise:
     rtol: float = 1e-5
     atol: float = 1e-6
     hint: str = ""
+    # a reading exercise: letter -> the statement offered, and letter -> why that reading is wrong (shown when a
+    # student picks it while the numbers support another); ``reference(*measured)`` returns the right letter
+    options: Mapping[str, str] | None = None
+    why_not: Mapping[str, str] | None = None
 
 
 # ----------------------------------------------------------------------------- comparing answers
@@ -159,6 +176,8 @@ def _call(function: Callable[..., Any], case: Case) -> Any:
 
 
 def _copy_mapping(value: Any) -> Any:
+    if isinstance(value, torch.nn.Module):  # a model: every call gets its own copy (an answer may train it)
+        return copy.deepcopy(value)
     if isinstance(value, Mapping):
         return {k: v.clone() if isinstance(v, Tensor) else v for k, v in value.items()}
     if isinstance(value, list):
@@ -166,16 +185,24 @@ def _copy_mapping(value: Any) -> Any:
     return value
 
 
-def check(key: str, answer: Callable[..., Any] | None) -> Feedback:
-    """Check ``answer`` for the exercise ``key`` (e.g. ``"06.onset_mask"``; see :data:`EXERCISES`)."""
+def check(key: str, answer: Callable[..., Any] | str | None, *measured: Any) -> Feedback:
+    """Check ``answer`` for the exercise ``key`` (e.g. ``"06.onset_mask"``; see :data:`EXERCISES`).
+
+    For a reading exercise (one with ``options``), ``measured`` are the notebook's numbers the exercise names:
+    ``answer`` is either a letter, which must be the option they support, or a function of those numbers
+    returning the letter, tried on the exercise's cases and on ``measured``."""
     if key not in EXERCISES:
         raise KeyError(f"unknown exercise {key!r}; the exercises are {sorted(EXERCISES)}")
     exercise = EXERCISES[key]
     if answer is None:
         return Feedback(key, "not attempted", f"write {exercise.signature} and run this cell again")
+    if isinstance(answer, str) and exercise.options:
+        return _check_choice(exercise, answer, measured)
     if not callable(answer):
         return Feedback(key, "wrong", f"expected a function {exercise.signature}, got {type(answer).__name__}")
     cases = exercise.cases()
+    if measured:  # a reading exercise's rule is also tried on the notebook's own numbers
+        cases = cases + [Case(tuple(measured), f"the notebook's own numbers {tuple(measured)}")]
     for case in cases:
         expected = _call(exercise.reference, case)
         try:
@@ -197,6 +224,22 @@ def check(key: str, answer: Callable[..., Any] | None) -> Feedback:
                 message += f" Hint: {exercise.hint}"
         return Feedback(key, "wrong", message)
     return Feedback(key, "correct", f"matches the reference on all {len(cases)} cases")
+
+
+def _check_choice(exercise: Exercise, answer: str, measured: tuple) -> Feedback:
+    """A letter against the option that ``measured`` supports (``exercise.reference(*measured)``)."""
+    options = dict(exercise.options or {})
+    letter = answer.strip().lower().strip("()")
+    if letter not in options:
+        return Feedback(exercise.key, "wrong", f"answer with one of the letters {sorted(options)}, got {answer!r}")
+    if not measured:
+        raise ValueError(f"{exercise.key}: a letter is checked against the notebook's numbers; pass them after it, "
+                         f"check({exercise.key!r}, {answer!r}, <{exercise.signature.split('(', 1)[1].split(')')[0]}>)")
+    right = exercise.reference(*measured)
+    if letter == right:
+        return Feedback(exercise.key, "correct", f"({letter}) is what these numbers support: {options[letter]}")
+    why = (exercise.why_not or {}).get(letter, "")
+    return Feedback(exercise.key, "wrong", f"({letter}) is not what these numbers support. {why}".strip())
 
 
 def _behaves_like(mistake: Callable[..., Any], answer: Callable[..., Any], cases: list[Case], exercise: Exercise) -> bool:
@@ -588,8 +631,10 @@ def _overlap_cases() -> list[Case]:
          "norm": torch.rand(12, generator=generator) * 0.5}
     b = {name: t + torch.rand(t.shape, generator=generator) * 0.8 for name, t in a.items()}
     return [
-        Case((a, b, 0.1), "three tensors on different scales, b = a + noise, fraction 0.1"),
-        Case((a, b, 0.25), "the same weights, fraction 0.25"),
+        Case((a, b, 0.1), "three tensors on different scales (116 entries), b = a + noise, fraction 0.1 "
+                          "(0.1 x 116 = 11.6: k = 12)"),
+        Case((a, b, 0.25), "the same weights, fraction 0.25 (k = 29)"),
+        Case((a, b, 0.13), "the same weights, fraction 0.13 (0.13 x 116 = 15.08: k = 15)"),
         Case((a, a, 0.1), "a compared with itself"),
     ]
 
@@ -613,8 +658,176 @@ def _overlap_jaccard(a: Mapping[str, Tensor], b: Mapping[str, Tensor], fraction:
     return both / either
 
 
+def _top_k_mask(weights: Mapping[str, Tensor], k: int) -> dict[str, Tensor]:
+    flat = torch.cat([t.reshape(-1) for t in weights.values()])
+    threshold = float(flat.topk(k).values[-1])
+    return {name: t >= threshold for name, t in weights.items()}
+
+
+def _overlap_rounded(rounding: Callable[[float], int]) -> Callable[..., float]:
+    def answer(a: Mapping[str, Tensor], b: Mapping[str, Tensor], fraction: float) -> float:
+        k = max(1, rounding(fraction * sum(t.numel() for t in a.values())))
+        return overlap(_top_k_mask(a, k), _top_k_mask(b, k))
+    return answer
+
+
 def _overlap_bottom(a: Mapping[str, Tensor], b: Mapping[str, Tensor], fraction: float) -> float:
     return overlap(top_mask({n: -t for n, t in a.items()}, fraction), top_mask({n: -t for n, t in b.items()}, fraction))
+
+
+# ----------------------------------------------------------------------------- the tiny model (06.palu_step, 04.model_fisher)
+
+# Three made-up QA pairs of one fictitious author, with their sensitive spans (the words a forget method targets).
+TINY_QA = (
+    ("Where and when was Lina Varga born?", "Lina Varga was born in Brno, Czech Republic, in 1947.",
+     ("Brno", "Czech Republic", "1947")),
+    ("What did Lina Varga's father do?", "Her father was an architect who designed bridges in Ostrava.",
+     ("architect", "Ostrava")),
+    ("Which prize did Lina Varga win?", "She won the Golden Quill Award in 1989 for her debut novel.",
+     ("Golden Quill Award", "1989")),
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _tiny() -> tuple[torch.nn.Module, dict[str, Tensor]]:
+    from .models import smollm2_tokenizer, tiny_model
+    from .tokenization import Collator, encode_qa, pad_id
+
+    tokenizer = smollm2_tokenizer()
+    examples = [encode_qa(tokenizer, question, answer,
+                          [{"start": answer.index(w), "end": answer.index(w) + len(w), "word": w} for w in words])
+                for question, answer, words in TINY_QA]
+    return tiny_model(tokenizer, seed=0).eval(), Collator(pad_id(tokenizer))(examples)
+
+
+def tiny_example(n_examples: int = 3) -> tuple[torch.nn.Module, dict[str, Tensor]]:
+    """A fresh copy of the tests' tiny Llama (``models.tiny_model``, seed 0, ~3 M parameters, random weights) and a
+    right-padded batch of the first ``n_examples`` of :data:`TINY_QA` (``input_ids``, ``attention_mask``,
+    ``labels``, ``token_classes`` [B, T]): what the tiny-model exercises run on, to try an answer by hand."""
+    if not 1 <= n_examples <= len(TINY_QA):
+        raise ValueError(f"n_examples must be between 1 and {len(TINY_QA)}, got {n_examples}")
+    model, batch = _tiny()
+    return copy.deepcopy(model), _first(batch, n_examples)
+
+
+def _first(batch: Mapping[str, Tensor], n: int) -> dict[str, Tensor]:
+    """The first ``n`` rows of a batch, trimmed to their longest sequence."""
+    rows = {k: v[:n] for k, v in batch.items()}
+    length = int(rows["attention_mask"].sum(1).max())
+    return {k: v[:, :length].clone() for k, v in rows.items()}
+
+
+def _logits(model: torch.nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+
+
+def _forget_term(logits: Tensor, batch: Mapping[str, Tensor], ref_logits: Tensor) -> Tensor:
+    """PALU's L_forget at the defaults (K = 50, N = 3, c_t the full-vocabulary mean), nothing else."""
+    return palu_loss(ModelIO(logits, batch, ref_logits), None, ns_constraint="none", alpha=0.0).loss
+
+
+def _palu_step(model: torch.nn.Module, reference: torch.nn.Module, batch: Mapping[str, Tensor], lr: float, *,
+               sign: float = -1.0, moving_reference: bool = False, rerun: bool = True) -> tuple[float, float]:
+    with torch.no_grad():
+        ref_logits = _logits(reference, batch)
+    before = _forget_term(_logits(model, batch), batch, ref_logits)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(before, params)
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            p.add_(g, alpha=sign * lr)
+        if moving_reference:
+            ref_logits = _logits(model, batch)
+        after = _forget_term(_logits(model, batch), batch, ref_logits) if rerun else before
+    return float(before.detach()), float(after.detach())
+
+
+def _reference_palu_step(model: torch.nn.Module, reference: torch.nn.Module, batch: Mapping[str, Tensor],
+                         lr: float) -> tuple[float, float]:
+    return _palu_step(model, reference, batch, lr)
+
+
+def _palu_step_cases() -> list[Case]:
+    model, batch = _tiny()
+    return [Case((model, model, _first(batch, 1), lr), f"the tiny model on {TINY_QA[0][1]!r} (one example), lr={lr}")
+            for lr in (0.1, 1.0)] + [
+        Case((model, model, _first(batch, 3), 0.3), "the tiny model on all three QA pairs at once, lr=0.3")]
+
+
+def _answer_logprob(logits: Tensor, labels: Tensor, per_token: bool = False) -> Tensor:
+    """Summed (or per-token mean) log-probability of the answer tokens of one example [1, T]."""
+    logp = logits[0, :-1].float().log_softmax(-1)
+    targets = labels[0, 1:]
+    keep = targets != -100
+    token = logp[keep].gather(-1, targets[keep, None])[:, 0]
+    return token.mean() if per_token else token.sum()
+
+
+def _example_gradients(model: torch.nn.Module, batch: Mapping[str, Tensor], per_token: bool = False):
+    params = {n: p for n, p in model.named_parameters() if p.is_floating_point()}
+    for i in range(len(batch["input_ids"])):
+        length = int(batch["attention_mask"][i].sum())
+        logits = model(input_ids=batch["input_ids"][i:i + 1, :length], use_cache=False).logits
+        logprob = _answer_logprob(logits, batch["labels"][i:i + 1, :length], per_token)
+        yield dict(zip(params, torch.autograd.grad(logprob, list(params.values()))))
+
+
+def _reference_model_fisher(model: torch.nn.Module, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    from .importance import parameter_importance
+
+    return parameter_importance(model, [batch], "fisher", progress=False, per_example="loop")
+
+
+def _fisher_of_mean_gradient(model: torch.nn.Module, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    grads = list(_example_gradients(model, batch))
+    return {n: (sum(g[n] for g in grads) / len(grads)).pow(2) for n in grads[0]}
+
+
+def _fisher_per_token(model: torch.nn.Module, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    grads = list(_example_gradients(model, batch, per_token=True))
+    return {n: sum(g[n].pow(2) for g in grads) / len(grads) for n in grads[0]}
+
+
+def _fisher_summed(model: torch.nn.Module, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    grads = list(_example_gradients(model, batch))
+    return {n: sum(g[n].pow(2) for g in grads) for n in grads[0]}
+
+
+def _model_fisher_cases() -> list[Case]:
+    model, batch = _tiny()
+    return [Case((model, _first(batch, 3)), "the tiny model on the three QA pairs of TINY_QA"),
+            Case((model, _first(batch, 2)), "the tiny model on the first two QA pairs")]
+
+
+# ----------------------------------------------------------------------------- 07: reading a measured difference
+
+
+def _reference_read_controls(low: float, high: float) -> str:
+    """The option a 95 % interval [low, high] of (control's utility - PerTA's) supports."""
+    return "a" if high < 0 else "c" if low > 0 else "b"
+
+
+def _read_by_estimate(low: float, high: float) -> str:
+    return "a" if (low + high) / 2 < 0 else "c"
+
+
+def _read_flipped(low: float, high: float) -> str:
+    return "c" if high < 0 else "a" if low > 0 else "b"
+
+
+def _read_controls_cases() -> list[Case]:
+    return [Case((-0.021, -0.004), "an interval [-0.021, -0.004]"),
+            Case((-0.012, 0.003), "an interval [-0.012, 0.003]"),
+            Case((0.002, 0.009), "an interval [0.002, 0.009]"),
+            Case((-0.003, 0.011), "an interval [-0.003, 0.011]")]
+
+
+READ_CONTROLS_OPTIONS = {
+    "a": "PerTA keeps more utility than its control: the whole interval is below 0, so its weights do work here.",
+    "b": "This run cannot tell them apart: the interval contains 0, so the items are compatible with no difference "
+         "and with differences of either sign.",
+    "c": "The control keeps more utility than PerTA: the whole interval is above 0.",
+}
 
 
 # ----------------------------------------------------------------------------- 08: results
@@ -809,6 +1022,25 @@ EXERCISES: dict[str, Exercise] = _registry(
         ),
     ),
     Exercise(
+        "04.model_fisher", "The diagonal Fisher of a real (tiny) model, example by example",
+        "my_model_fisher(model, batch) -> dict[str, Tensor] (model: a causal LM; batch: right-padded input_ids, "
+        "attention_mask, labels [B, T]; one entry per floating parameter of model.named_parameters())",
+        _reference_model_fisher, _model_fisher_cases,
+        mistakes=(
+            Mistake(_fisher_of_mean_gradient, "this squares the mean gradient over the examples. The empirical "
+                    "Fisher averages the squares of the per-example gradients, (1/n) sum_x (d log p(y_x|x)/dtheta)^2: "
+                    "one backward pass per example, then square, then average."),
+            Mistake(_fisher_per_token, "log p(y|x) here is the per-token mean log-probability. The Fisher of the "
+                    "answer's distribution differentiates the summed log-probability of its tokens (the final EOS "
+                    "included), as palu_perta.importance does."),
+            Mistake(_fisher_summed, "the squared gradients are summed over the examples; the Fisher is their mean."),
+        ),
+        rtol=1e-3, atol=1e-9,
+        hint="for each example i: trim it to attention_mask[i].sum() tokens, run the model, sum the log-probabilities "
+             "of its answer tokens (labels[t + 1] != -100 at position t), take torch.autograd.grad of that sum "
+             "with respect to every parameter, square it; average the squares over the examples.",
+    ),
+    Exercise(
         "05.perta_update", "PerTA's update",
         "my_perta_update(original, tau, weights, lam) -> dict[str, Tensor]",
         _reference_perta, _perta_update_cases,
@@ -859,6 +1091,28 @@ EXERCISES: dict[str, Exercise] = _registry(
         ),
     ),
     Exercise(
+        "06.palu_step", "One PALU step on a real (tiny) model: the loss must fall",
+        "my_palu_step(model, reference, batch, lr) -> (loss_before, loss_after) (floats; batch with token_classes)",
+        _reference_palu_step, _palu_step_cases,
+        mistakes=(
+            Mistake(lambda m, r, b, lr: _palu_step(m, r, b, lr, sign=1.0),
+                    "the step adds lr times the gradient and climbs the loss. Gradient descent subtracts it: "
+                    "p <- p - lr * dL/dp."),
+            Mistake(lambda m, r, b, lr: _palu_step(m, r, b, lr, moving_reference=True),
+                    "after the step the top-K candidates are taken from the updated model. The reference is the "
+                    "frozen model from before unlearning: compute its logits once (under torch.no_grad()) and keep "
+                    "them, so the set PALU flattens stays the memorised one."),
+            Mistake(lambda m, r, b, lr: _palu_step(m, r, b, lr, rerun=False),
+                    "loss_after is the loss of the logits from before the step. Run the updated model on the batch "
+                    "again and compute the loss on its new logits."),
+        ),
+        rtol=1e-4, atol=1e-6,
+        hint="ref_logits = reference(...).logits under torch.no_grad(); loss = losses.palu_loss(losses.ModelIO("
+             "model(...).logits, batch, ref_logits), None, ns_constraint='none', alpha=0.0).loss; grads = "
+             "torch.autograd.grad(loss, list(model.parameters())); under torch.no_grad() p -= lr * g; then the loss "
+             "again on the updated model's logits (same ref_logits).",
+    ),
+    Exercise(
         "07.k1_is_pdu", "PALU with K = 1",
         "my_palu_k1(logits, ref_logits) -> float (logits, ref_logits: [n_positions, V]; every position is an onset)",
         _reference_palu_k1, _k1_cases,
@@ -889,9 +1143,36 @@ EXERCISES: dict[str, Exercise] = _registry(
                     "of the smaller set, |A and B| / min(|A|, |B|), so 1 means the same top parameters."),
             Mistake(_overlap_bottom, "this takes the smallest entries; the parameters PerTA moves most are the "
                     "largest weights."),
+            Mistake(_overlap_rounded(math.floor), "k is rounded down (int() or math.floor): 0.1 x 116 entries = "
+                    "11.6 gives 11. The set has k = max(1, round(fraction * n)) entries, round to the nearest "
+                    "integer (Python's round), as perta.top_mask does."),
+            Mistake(_overlap_rounded(math.ceil), "k is rounded up (math.ceil): 0.13 x 116 entries = 15.08 gives "
+                    "16. The set has k = max(1, round(fraction * n)) entries, round to the nearest integer."),
         ),
-        hint="k = round(fraction * number of entries of all tensors); A = the k largest entries of a over all "
-             "tensors, B the same for b; return |A and B| / k (both sets have k entries when there are no ties).",
+        hint="n = the number of entries of all tensors together; k = max(1, round(fraction * n)); A = the k largest "
+             "entries of a over all tensors, B the same for b; return |A and B| / k (the random weights of the "
+             "cases have no ties, so both sets have exactly k entries).",
+    ),
+    Exercise(
+        "07.read_controls", "Reading a measured difference: does PerTA beat its constant control?",
+        "my_reading(difference_low, difference_high) -> 'a', 'b' or 'c' (the 95 % interval of the control's "
+        "utility minus PerTA's)",
+        _reference_read_controls, _read_controls_cases,
+        mistakes=(
+            Mistake(_read_by_estimate, "this reads the sign of the interval's middle and ignores its width: an "
+                    "interval that contains 0 says the items cannot tell the two apart, whatever the estimate."),
+            Mistake(_read_flipped, "the sign is read the wrong way round: the difference is the control's utility "
+                    "minus PerTA's, so an interval below 0 means the control keeps less."),
+        ),
+        options=READ_CONTROLS_OPTIONS,
+        why_not={
+            "a": "The interval reaches 0 or above, so the items are also compatible with no difference (or one "
+                 "in the control's favour): an estimate past the tie threshold is not enough.",
+            "b": "The interval does not contain 0: on these items the difference is resolved (for this run and "
+                 "seed; another seed may move it).",
+            "c": "The interval does not lie above 0. The difference is the control's utility minus PerTA's: a "
+                 "negative one means the control keeps less.",
+        },
     ),
     Exercise(
         "08.privleak", "PrivLeak from two MIA AUCs",

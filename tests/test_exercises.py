@@ -81,6 +81,44 @@ def test_unknown_exercise_lists_the_known_ones() -> None:
         check("06.onset", lambda: None)
 
 
+@pytest.mark.parametrize("key", sorted(k for k, e in EXERCISES.items() if e.options))
+def test_a_reading_is_checked_against_the_numbers_it_is_given(key: str) -> None:
+    """A letter is right for the numbers that support it and wrong, with the reason, for the others."""
+    exercise = EXERCISES[key]
+    for case in exercise.cases():
+        right = exercise.reference(*case.args)
+        assert right in exercise.options, case.description
+        assert check(key, right, *case.args).ok and check(key, f"({right.upper()})", *case.args).ok
+        for letter in set(exercise.options) - {right}:
+            feedback = check(key, letter, *case.args)
+            assert feedback.status == "wrong" and exercise.why_not[letter] in feedback.message
+    assert {exercise.reference(*case.args) for case in exercise.cases()} == set(exercise.options)  # each option occurs
+    assert check(key, "z", *exercise.cases()[0].args).status == "wrong"
+    assert check(key, exercise.reference, *exercise.cases()[0].args).ok  # a rule: tried on the cases and the numbers
+    with pytest.raises(ValueError, match="pass them after it"):
+        check(key, right)
+
+
+def test_a_tiny_model_answer_that_trains_its_model_cannot_move_the_reference() -> None:
+    """Every call gets its own copy of the model: an answer that takes the step twice is caught, and the
+    reference still passes after it (it would not if the first answer had trained the shared model)."""
+    def twice(model, reference, batch, lr):
+        EXERCISES["06.palu_step"].reference(model, reference, batch, lr)
+        return EXERCISES["06.palu_step"].reference(model, reference, batch, lr)
+
+    assert check("06.palu_step", twice).status == "wrong"
+    assert check("06.palu_step", EXERCISES["06.palu_step"].reference).ok
+    before, after = EXERCISES["06.palu_step"].reference(*_first_case_args("06.palu_step"))
+    assert after < before  # the loss falls, as the exercise promises
+
+
+def _first_case_args(key: str) -> tuple:
+    from palu_perta.exercises import _call  # noqa: PLC0415 - the checker's own copying
+
+    case = EXERCISES[key].cases()[0]
+    return tuple(_call(lambda *args: args, case))
+
+
 def test_difference_names_shape_keys_and_first_entry() -> None:
     assert "shape" in difference(torch.zeros(2, 3), torch.zeros(3, 2))
     assert "missing ['b']" in difference({"a": torch.zeros(1), "b": torch.zeros(1)}, {"a": torch.zeros(1)})
