@@ -317,11 +317,12 @@ LABS: tuple[Lab, ...] = (
     Lab("short", "45-minute variant", 45, (
         Slot("00_quickstart", ("intro", "1", "2", "3", "4", "5", "6", "7", "Exercises"), ("00.rouge_l_recall",), 5,
              "one author forgotten with PALU and with PerTA, start to finish"),
-        Slot("06_palu", ("1", "Exercises"), ("06.onset_mask", "06.palu_local"), 5,
-             "PALU's loss on one example: the onset tokens and the local loss"),
+        Slot("06_palu", ("1", "Exercises"), ("06.onset_mask",), 5,
+             "PALU's loss on one example: the onset tokens and the local loss (its exercises are homework)"),
     )),
     Lab("ablations", "Follow-up on why the methods work (45 minutes)", 45, (
-        Slot("07_ablations", ("intro", "A", "B", "Exercises"), ("07.k1_is_pdu", "07.top_overlap"), 20,
+        Slot("07_ablations", ("intro", "A", "B", "Exercises"), ("07.k1_is_pdu", "07.top_overlap", "07.read_controls"),
+             14,
              "A0 (how much of PALU's place comes from the step size), A5 (the paper's central claim, 2 x 2), "
              "B's controls (do PerTA's weights do the work at equal forgetting?); every verdict rests on one run "
              "of 20 forget answers: how large must a difference be to mean anything?"),
