@@ -24,7 +24,7 @@ Three kinds of exercise share the checker:
 - a function that runs a real, tiny model (``"06.palu_step"``, ``"04.model_fisher"``): the checker hands each
   call a fresh copy of the tests' tiny Llama (:func:`tiny_example`), so an answer that updates the model in
   place cannot change what the reference sees;
-- a reading of a measured result (``"07.read_fq_gap"``): the exercise states options, and
+- a reading of a measured result (``"07.read_controls"``): the exercise states options, and
   ``check(key, "b", *measured)`` compares the letter with the option the notebook's own numbers support
   (the rule that decides is the exercise's reference; a function of the numbers is checked on its cases
   like any other answer).
