@@ -386,24 +386,35 @@ def plan(grid: Grid, root: Path | None = None, cells: Sequence[Cell] | None = No
 
 @dataclass
 class _Context:
-    """What the cells of one setting and split share: the profile, the benchmark, the reference models."""
+    """What the cells of one setting and split share: the profile, the benchmark, the reference models. The
+    retain model is fine-tuned only when a cell first asks for it (its own reference cell, and the lambda
+    calibration of TV and PerTA): a study of training-based methods whose retain cell is done needs only the
+    target model."""
 
     profile: Profile
     bench: Any
     target: Path
-    retain: Path
     retain_items: dict[str, Any] | None = None
+    _retain: Path | None = None
+
+    @property
+    def retain(self) -> Path:
+        if self._retain is None:
+            from .training import reference_model
+
+            self._retain = reference_model(self.profile, self.bench, "retain", progress=False)
+        return self._retain
 
 
 def _context(grid: Grid, cell: Cell, contexts: dict[tuple[str, str], _Context]) -> _Context:
     key = (cell.setting, cell.forget_split)
     if key not in contexts:
         from . import pipeline
+        from .training import reference_model
 
         profile = grid.profile_for(cell)
         bench = pipeline.benchmark(profile)
-        models = pipeline.reference_models(profile, bench, progress=False)
-        contexts[key] = _Context(profile, bench, models.target, models.retain)
+        contexts[key] = _Context(profile, bench, reference_model(profile, bench, "target", progress=False))
     return contexts[key]
 
 

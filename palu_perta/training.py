@@ -466,10 +466,16 @@ def source_key(source: str, records: Sequence[dict]) -> str:
     return f"directory:sha256={hashlib.sha256(content.encode()).hexdigest()[:16]}"
 
 
+def reference_model(profile: Profile, benchmark: Any, role: str, progress: bool = True) -> Path:
+    """The cached ``"target"`` (fine-tuned on every author) or ``"retain"`` (the retain authors only) model of a
+    profile, trained first if it is not cached."""
+    records = {"target": benchmark.full, "retain": benchmark.retain}.get(role)
+    if records is None:
+        raise ValueError(f"role={role!r}: a reference model is 'target' or 'retain'")
+    return finetuned_model(profile, role, records, records_info(benchmark.source, records), progress=progress)
+
+
 def target_and_retain(profile: Profile, benchmark: Any, progress: bool = True) -> tuple[Path, Path]:
     """The cached target (all authors) and retain (retain authors only) models of a profile."""
-    target = finetuned_model(profile, "target", benchmark.full, records_info(benchmark.source, benchmark.full),
-                             progress=progress)
-    retain = finetuned_model(profile, "retain", benchmark.retain, records_info(benchmark.source, benchmark.retain),
-                             progress=progress)
-    return target, retain
+    return (reference_model(profile, benchmark, "target", progress=progress),
+            reference_model(profile, benchmark, "retain", progress=progress))

@@ -171,6 +171,25 @@ def test_a_cell_finished_by_another_process_meanwhile_is_not_rerun(tmp_path, str
     assert f"{ga.id}: done by another process meanwhile; skipped" in lines
 
 
+def test_the_retain_model_is_trained_only_when_a_cell_asks_for_it(monkeypatch):
+    """A study of training-based methods (its retain cell done) needs only the target model: the retain
+    fine-tune, as long as the target's on two cores, is paid only by the cells that read it."""
+    from palu_perta import training
+
+    asked: list[str] = []
+
+    def fake(profile, benchmark, role, progress=True):
+        asked.append(role)
+        return Path(f"/nowhere/{role}")
+
+    monkeypatch.setattr(training, "reference_model", fake)
+    ga = next(c for c in SMALL.cells() if c.method == "ga")
+    ctx = study._context(SMALL, ga, {})
+    assert asked == ["target"] and ctx.target == Path("/nowhere/target")
+    assert ctx.retain == Path("/nowhere/retain") and asked == ["target", "retain"]
+    assert ctx.retain == Path("/nowhere/retain") and asked == ["target", "retain"]  # once
+
+
 @pytest.mark.slow
 def test_results_store_round_trip(straight):
     """The summary a cell file records is the one its item rows recompute (against the retain model's rows)."""
