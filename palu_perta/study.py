@@ -47,7 +47,7 @@ from typing import Any
 from . import __version__
 from .artifacts import artifacts_root, atomic_write_json, config_hash, remove_entry
 from .config import Profile, get_profile, lambda_grid_points, unlearn_budget
-from .store import cell_header, results_root, write_cell
+from .store import cell_files, cell_header, results_root, write_cell
 
 REFERENCES = ("retain", "target")  # the retain model first: every other cell scores against it
 ARITHMETIC = ("tv", "perta-grad", "perta-fisher")
@@ -329,6 +329,9 @@ class Plan:
 
     grid: Grid
     rows: list[dict[str, Any]]
+    # reference models the cells to run need and the cache lacks, while their cells are done (a fresh cache):
+    # {"what": ..., "estimate_s": ...}, paid once before the first cell that needs them
+    setup: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def todo(self) -> list[dict[str, Any]]:
@@ -336,15 +339,17 @@ class Plan:
 
     @property
     def seconds_left(self) -> float:
-        return sum(r["estimate_s"] for r in self.todo)
+        return sum(r["estimate_s"] for r in self.todo) + sum(s["estimate_s"] for s in self.setup)
 
     def table(self) -> str:
         """The plan as aligned text: one line per cell, then the total."""
-        width = max(len(r["cell"].id) for r in self.rows)
+        width = max([len(r["cell"].id) for r in self.rows] + [len(s["what"]) + 2 for s in self.setup])
         lines = [f"study {self.grid.name} (profile {self.grid.profile}): {self.grid.description}",
                  f"{'cell':<{width}}  {'status':<6}  {'points':>6}  {'estimate':>9}"]
         for r in self.rows:
             lines.append(f"{r['cell'].id:<{width}}  {r['status']:<6}  {r['points']:>6}  {_duration(r['estimate_s']):>9}")
+        for s in self.setup:
+            lines.append(f"{'+ ' + s['what']:<{width}}  {'todo':<6}  {'':>6}  {_duration(s['estimate_s']):>9}")
         done = len(self.rows) - len(self.todo)
         lines.append(f"{len(self.rows)} cells, {done} done, {len(self.todo)} to run: about "
                      f"{_duration(self.seconds_left)} on this machine")
@@ -371,14 +376,46 @@ def plan(grid: Grid, root: Path | None = None, cells: Sequence[Cell] | None = No
             data_keys[key] = _data_key(grid.profile_for(cell))
         expected = cell_hash(grid, cell, data_keys[key])
         status = cell_status(grid, cell, expected, root)
-        if status == "done":
-            header = cell_header(cell_path(grid, cell, root))
+        rows.append({"cell": cell, "hash": expected, "status": status, "points": n_points(grid, cell)})
+    # the time per point of every finished cell of the grid, also those not selected (e.g. by --seeds)
+    folder = study_dir(grid, root)
+    for path in cell_files(folder) if folder.is_dir() else []:
+        header = cell_header(path)
+        if header is not None and isinstance(header.get("cell"), dict) and "method" in header["cell"]:
             finished.append({"cell": header["cell"], "wall_time_s": header.get("wall_time_s"),
                              "points": header.get("points", 1)})
-        rows.append({"cell": cell, "hash": expected, "status": status, "points": n_points(grid, cell)})
     for row in rows:
         row["estimate_s"] = estimate_seconds(grid, row["cell"], finished)
-    return Plan(grid, rows)
+    return Plan(grid, rows, missing_reference_models(grid, rows))
+
+
+def missing_reference_models(grid: Grid, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The reference models that the cells to run will fine-tune first because the cache lacks them, though
+    their own cells are done (a fresh cache beside committed results): every cell needs the target model,
+    the reference cell of the retain model and TV / PerTA's lambda calibration the retain model. A missing
+    model whose cell is still to run is already in that cell's estimate."""
+    from . import pipeline
+    from .training import reference_cached
+
+    cost = COSTS.get(grid.profile, COSTS["cpu"])
+    setup = []
+    for key in dict.fromkeys((r["cell"].setting, r["cell"].forget_split) for r in rows if r["status"] != "done"):
+        here = [r for r in rows if (r["cell"].setting, r["cell"].forget_split) == key]
+        todo = [r["cell"] for r in here if r["status"] != "done"]
+        own_cell_todo = {r["cell"].method for r in here if r["cell"].kind == "reference" and r["status"] != "done"}
+        needed = ["target"]
+        if any(c.kind == "arithmetic" or c.method == "retain" for c in todo):
+            needed.append("retain")
+        profile = grid.profile_for(todo[0])
+        bench = None
+        for role in needed:
+            if role in own_cell_todo:
+                continue
+            bench = bench or pipeline.benchmark(profile)
+            if not reference_cached(profile, bench, role):
+                setup.append({"what": f"fine-tune the {role} model ({key[0]}, {key[1]}): not cached",
+                              "estimate_s": cost["finetune"]})
+    return setup
 
 
 # ------------------------------------------------------------------------------------------ running

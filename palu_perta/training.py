@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -100,7 +101,9 @@ def cpu_has_native_bf16() -> bool:
 
 def use_bf16(requested: bool) -> bool:
     """Whether a run that asks for bf16 mixed precision gets it: on a GPU that supports bf16, or on a CPU with
-    native bf16 (:func:`cpu_has_native_bf16`); otherwise it trains in fp32, with a warning (once)."""
+    native bf16 (:func:`cpu_has_native_bf16`); otherwise it trains in fp32, said once at INFO level on the
+    ``palu_perta.training`` logger (the profiles ask for bf16 so that a GPU gets it; on a laptop CPU the fp32
+    fall-back is the expected case, not a problem to warn about in every notebook's output)."""
     if not requested:
         return False
     if torch.cuda.is_available():
@@ -108,8 +111,8 @@ def use_bf16(requested: bool) -> bool:
     if cpu_has_native_bf16():
         return True
     if not getattr(use_bf16, "warned", False):
-        warnings.warn("bf16 was asked for, but this CPU has no native bf16 (no AVX512-BF16 or AMX): training in fp32, "
-                      "which is far faster here than emulated bf16", stacklevel=2)
+        logging.getLogger(__name__).info("bf16 was asked for, but this CPU has no native bf16 (no AVX512-BF16 or "
+                                         "AMX): training in fp32, which is far faster here than emulated bf16")
         use_bf16.warned = True  # type: ignore[attr-defined]
     return False
 
@@ -473,6 +476,16 @@ def reference_model(profile: Profile, benchmark: Any, role: str, progress: bool 
     if records is None:
         raise ValueError(f"role={role!r}: a reference model is 'target' or 'retain'")
     return finetuned_model(profile, role, records, records_info(benchmark.source, records), progress=progress)
+
+
+def reference_cached(profile: Profile, benchmark: Any, role: str) -> bool:
+    """Whether :func:`reference_model` would find its model in the cache (nothing is trained)."""
+    records = {"target": benchmark.full, "retain": benchmark.retain}.get(role)
+    if records is None:
+        raise ValueError(f"role={role!r}: a reference model is 'target' or 'retain'")
+    info = records_info(benchmark.source, records)
+    return is_complete(finetuned_entry(profile, role, info),
+                       finetune_config(profile, role, info, str(profile.model), profile.finetune))
 
 
 def target_and_retain(profile: Profile, benchmark: Any, progress: bool = True) -> tuple[Path, Path]:

@@ -191,6 +191,29 @@ def test_the_retain_model_is_trained_only_when_a_cell_asks_for_it(monkeypatch):
 
 
 @pytest.mark.slow
+def test_the_plan_counts_the_reference_models_a_fresh_cache_lacks(tmp_path, straight, monkeypatch):
+    """Committed reference cells beside an empty cache: the cells still need the target model fine-tuned
+    first, and the dry run says so and counts it; the retain model only where a cell to run reads it."""
+    from palu_perta import training
+
+    for cell in SMALL.cells():
+        if cell.kind == "reference":
+            target = study.cell_path(SMALL, cell, tmp_path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(study.cell_path(SMALL, cell, straight), target)
+    cached = study.plan(SMALL, tmp_path)
+    assert cached.setup == []  # the straight run left both models in the cache
+    monkeypatch.setattr(training, "reference_cached", lambda profile, bench, role: False)
+    fresh = study.plan(SMALL, tmp_path)
+    assert [s["what"].split(" (")[0] for s in fresh.setup] == ["fine-tune the target model"]  # ga reads no retain
+    assert fresh.seconds_left == pytest.approx(cached.seconds_left + study.COSTS["smoke"]["finetune"])
+    assert "+ fine-tune the target model" in fresh.table()
+    # a reference cell still to run carries its own fine-tune: not counted twice
+    (study.study_dir(SMALL, tmp_path) / f"{SMALL.cells()[1].id}.jsonl").unlink()
+    assert study.plan(SMALL, tmp_path).setup == []
+
+
+@pytest.mark.slow
 def test_results_store_round_trip(straight):
     """The summary a cell file records is the one its item rows recompute (against the retain model's rows)."""
     from palu_perta.evaluation import summarise
