@@ -35,8 +35,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import os
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -680,6 +680,7 @@ def run_study(grid: Grid, root: Path | None = None, cells: Sequence[Cell] | None
     todo = todo_plan.todo
     for i, row in enumerate(todo):
         bar.set_postfix_str(row["cell"].id)
+        ran = False
         with claim_cell(grid, row["cell"], root) as claimed:
             if not claimed:
                 log(f"{row['cell'].id}: another process is running it; skipped")
@@ -687,7 +688,8 @@ def run_study(grid: Grid, root: Path | None = None, cells: Sequence[Cell] | None
                 log(f"{row['cell'].id}: done by another process meanwhile; skipped")
             else:
                 run_cell(grid, row["cell"], row["hash"], contexts, root)
-        if release:
+                ran = True
+        if release and ran:  # a skipped cell's scratch entries may be in use by the process that runs it
             release_entries(grid, row["cell"], [r["cell"] for r in todo[i + 1:]], contexts)
         bar.update(round(row["estimate_s"]))
     bar.close()
