@@ -469,21 +469,24 @@ def source_key(source: str, records: Sequence[dict]) -> str:
     return f"directory:sha256={hashlib.sha256(content.encode()).hexdigest()[:16]}"
 
 
-def reference_model(profile: Profile, benchmark: Any, role: str, progress: bool = True) -> Path:
-    """The cached ``"target"`` (fine-tuned on every author) or ``"retain"`` (the retain authors only) model of a
-    profile, trained first if it is not cached."""
+def _reference_records(benchmark: Any, role: str) -> Sequence[dict]:
+    """What a reference model trains on: every author for ``"target"``, the retain authors for ``"retain"``."""
     records = {"target": benchmark.full, "retain": benchmark.retain}.get(role)
     if records is None:
         raise ValueError(f"role={role!r}: a reference model is 'target' or 'retain'")
+    return records
+
+
+def reference_model(profile: Profile, benchmark: Any, role: str, progress: bool = True) -> Path:
+    """The cached ``"target"`` (fine-tuned on every author) or ``"retain"`` (the retain authors only) model of a
+    profile, trained first if it is not cached."""
+    records = _reference_records(benchmark, role)
     return finetuned_model(profile, role, records, records_info(benchmark.source, records), progress=progress)
 
 
 def reference_cached(profile: Profile, benchmark: Any, role: str) -> bool:
     """Whether :func:`reference_model` would find its model in the cache (nothing is trained)."""
-    records = {"target": benchmark.full, "retain": benchmark.retain}.get(role)
-    if records is None:
-        raise ValueError(f"role={role!r}: a reference model is 'target' or 'retain'")
-    info = records_info(benchmark.source, records)
+    info = records_info(benchmark.source, _reference_records(benchmark, role))
     return is_complete(finetuned_entry(profile, role, info),
                        finetune_config(profile, role, info, str(profile.model), profile.finetune))
 
