@@ -119,7 +119,7 @@ def parameter_importance(
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             raise ValueError("group_size is not supported under torch.distributed (each process would group its own "
                              "shard): compute grouped importances in one process")
-        return _grouped_gradient_importance(model, list(batches), group_size, seed, progress)
+        return plain_and_grouped_gradient_importance(model, list(batches), group_size, seed, progress)[1]
 
     params = {name: p for name, p in model.named_parameters() if p.is_floating_point()}
     sums, count = _importance_sums(model, params, batches, method, per_example, progress, f"importance ({method})")
@@ -200,14 +200,6 @@ def _rebatch(rows: list[dict[str, Tensor]], batch_size: int) -> list[Batch]:
         out.append({key: torch.stack([torch.nn.functional.pad(r[key], (0, width - len(r[key])), value=value)
                                       for r in chunk]) for key, value in fill.items()})
     return out
-
-
-def _grouped_gradient_importance(
-    model: nn.Module, batches: list[Batch], group_size: int, seed: int, progress: bool
-) -> dict[str, Tensor]:
-    """mean over the groups of :func:`example_groups` of |mean gradient of the group| (``parameter_importance``
-    with ``group_size``)."""
-    return plain_and_grouped_gradient_importance(model, batches, group_size, seed, progress)[1]
 
 
 def plain_and_grouped_gradient_importance(
