@@ -23,8 +23,8 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from . import metrics as M
 from .artifacts import atomic_write_json, check_output_dir
+from .modes import eval_mode  # noqa: F401  (re-exported: palu_perta.evaluation.eval_mode)
 from .interop import (
     is_open_unlearning_log,
     open_unlearning_summary,
@@ -267,17 +268,6 @@ def _score_shared(model, examples, pad_token_id, batch_size, bf16, progress, des
         for i, score in zip(members, stats):
             results[i] = score
     return results  # type: ignore[return-value]
-
-
-@contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """``model`` in eval mode (no dropout) for the block, its training flag restored afterwards, even on error."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 @torch.inference_mode()

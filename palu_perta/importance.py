@@ -72,6 +72,7 @@ from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from palu_perta.losses import IGNORE_INDEX
+from palu_perta.modes import eval_mode, requiring_grad
 
 Batch = Mapping[str, Tensor]
 METHODS = ("grad", "fisher")
@@ -146,13 +147,8 @@ def _importance_sums(
     sums = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
     n_params = sum(p.numel() for p in params.values())
     count = 0
-    was_training = model.training
-    requires_grad = {name: p.requires_grad for name, p in params.items()}
     device = next(iter(params.values())).device
-    model.eval()
-    for p in params.values():
-        p.requires_grad_(True)
-    try:
+    with eval_mode(model), requiring_grad(params):
         for batch in tqdm(batches, desc=desc, disable=not progress):
             input_ids, attention_mask, labels = _check_batch(batch, device)
             count += int(_has_answer(labels).sum())
@@ -162,10 +158,6 @@ def _importance_sums(
                 _add_squared_gradients_vmap(model, params, sums, input_ids, labels)
             else:
                 _add_squared_gradients_loop(model, params, sums, input_ids, attention_mask, labels)
-    finally:
-        model.train(was_training)
-        for name, p in params.items():
-            p.requires_grad_(requires_grad[name])
     return sums, count
 
 

@@ -213,11 +213,11 @@ def get_grid(name: str) -> Grid:
 # ------------------------------------------------------------------------------------------ configuration
 
 
-def _data_key(profile: Profile) -> dict[str, Any]:
+def _data_key(profile: Profile, bench: Any = None) -> dict[str, Any]:
     from .pipeline import benchmark
     from .training import records_info
 
-    bench = benchmark(profile)
+    bench = bench if bench is not None else benchmark(profile)
     return {split: records_info(bench.source, records) for split, records in
             {"full": bench.full, "retain_train": bench.retain, **bench.splits()}.items()}
 
@@ -366,14 +366,18 @@ def _duration(seconds: float) -> str:
 
 def plan(grid: Grid, root: Path | None = None, cells: Sequence[Cell] | None = None) -> Plan:
     """Each cell's hash and status (nothing is trained) and the time the missing ones should take."""
+    from .pipeline import benchmark
+
     cells = list(cells if cells is not None else grid.cells())
+    benches: dict[tuple[str, str], Any] = {}  # each setting's benchmark, loaded once for the plan
     data_keys: dict[tuple[str, str], dict[str, Any]] = {}
     finished = []
     rows = []
     for cell in cells:
         key = (cell.setting, cell.forget_split)
         if key not in data_keys:
-            data_keys[key] = _data_key(grid.profile_for(cell))
+            benches[key] = benchmark(grid.profile_for(cell))
+            data_keys[key] = _data_key(grid.profile_for(cell), benches[key])
         expected = cell_hash(grid, cell, data_keys[key])
         status = cell_status(grid, cell, expected, root)
         rows.append({"cell": cell, "hash": expected, "status": status, "points": n_points(grid, cell)})
@@ -386,14 +390,16 @@ def plan(grid: Grid, root: Path | None = None, cells: Sequence[Cell] | None = No
                              "points": header.get("points", 1)})
     for row in rows:
         row["estimate_s"] = estimate_seconds(grid, row["cell"], finished)
-    return Plan(grid, rows, missing_reference_models(grid, rows))
+    return Plan(grid, rows, missing_reference_models(grid, rows, benches))
 
 
-def missing_reference_models(grid: Grid, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def missing_reference_models(grid: Grid, rows: Sequence[dict[str, Any]],
+                             benches: dict[tuple[str, str], Any] | None = None) -> list[dict[str, Any]]:
     """The reference models that the cells to run will fine-tune first because the cache lacks them, though
     their own cells are done (a fresh cache beside committed results): every cell needs the target model,
     the reference cell of the retain model and TV / PerTA's lambda calibration the retain model. A missing
-    model whose cell is still to run is already in that cell's estimate."""
+    model whose cell is still to run is already in that cell's estimate. ``benches``: the benchmarks already
+    loaded, by (setting, forget split)."""
     from . import pipeline
     from .training import reference_cached
 
@@ -407,11 +413,11 @@ def missing_reference_models(grid: Grid, rows: Sequence[dict[str, Any]]) -> list
         if any(c.kind == "arithmetic" or c.method == "retain" for c in todo):
             needed.append("retain")
         profile = grid.profile_for(todo[0])
-        bench = None
+        bench = (benches or {}).get(key)
         for role in needed:
             if role in own_cell_todo:
                 continue
-            bench = bench or pipeline.benchmark(profile)
+            bench = bench if bench is not None else pipeline.benchmark(profile)
             if not reference_cached(profile, bench, role):
                 setup.append({"what": f"fine-tune the {role} model ({key[0]}, {key[1]}): not cached",
                               "estimate_s": cost["finetune"]})

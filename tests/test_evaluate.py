@@ -286,3 +286,17 @@ def test_eval_mode_restores_the_training_flag_even_on_error():
     with eval_mode(model):
         pass
     assert not model.training
+
+
+def test_requiring_grad_restores_each_parameters_flag_even_on_error():
+    from palu_perta.modes import requiring_grad
+
+    layer = torch.nn.Linear(2, 2)
+    layer.bias.requires_grad_(False)  # a frozen parameter: its gradient is needed for its importance
+    params = dict(layer.named_parameters())
+    with requiring_grad(params):
+        assert layer.weight.requires_grad and layer.bias.requires_grad
+    assert layer.weight.requires_grad and not layer.bias.requires_grad
+    with pytest.raises(RuntimeError), requiring_grad(params):
+        raise RuntimeError("boom")
+    assert layer.weight.requires_grad and not layer.bias.requires_grad
