@@ -15,6 +15,8 @@ stale claim: the sentence no longer says what the run shows. What happens then d
   run stops at the first sentence to rewrite instead of committing wrong text.
 
 A committed notebook whose outputs hold a stale-claim warning fails the tests (``tests/test_notebooks.py``).
+A notebook ends each block of checks with :func:`report`, which says how many sentences were checked since the
+last report and how many of them this run does not support, so its last line is true in warn mode too.
 On the other profiles (``smoke``: a random tiny model whose numbers mean nothing) the value is only checked
 to be a finite number or a string, so the cell still runs.
 """
@@ -37,6 +39,10 @@ class StaleClaim(AssertionError):
 
 class StaleClaimWarning(UserWarning):
     """A sentence of the prose that this run's numbers do not support (``PALU_PERTA_CLAIMS=warn``)."""
+
+
+# the checks made in this process since the last report(): how many were checked, the claims that were stale
+_since_report: dict[str, Any] = {"checked": 0, "stale": []}
 
 
 def claims_mode() -> str:
@@ -78,6 +84,7 @@ def expect(value: Any, *, claim: str, between: tuple[float, float] | None = None
     name = _profile(profile)
     if name not in checked_on:
         return value
+    _since_report["checked"] += 1
     if between is not None and not low <= value <= high:
         problem = f"measured {_shown(value)}, outside the stated [{_shown(low)}, {_shown(high)}]"
     elif equals is not None and value != equals:
@@ -86,6 +93,7 @@ def expect(value: Any, *, claim: str, between: tuple[float, float] | None = None
         problem = f"measured {_shown(value)}, not one of the stated {list(one_of)}"
     else:
         return value
+    _since_report["stale"].append(claim)
     if claims_mode() == "strict":
         raise StaleClaim(f"The prose says {claim!r}, but on the {name} profile it {problem}: rewrite that sentence "
                          "(and this check) from the new output.")
@@ -94,3 +102,20 @@ def expect(value: Any, *, claim: str, between: tuple[float, float] | None = None
         "CPU, thread count or library version moves the numbers of a fine-tune, so read the output above, not "
         "the sentence. (Maintainers: rerun with PALU_PERTA_CLAIMS=strict and rewrite it.)"), stacklevel=2)
     return value
+
+
+def report(profile: str | None = None) -> str:
+    """Print (and return) one line on the claims checked since the last report: that they all match this run,
+    or how many do not (their warnings are above it), or that this profile checks none. Resets the count."""
+    checked, stale = _since_report["checked"], list(_since_report["stale"])
+    _since_report.update(checked=0, stale=[])
+    if not checked:
+        line = (f"no sentence checked on the {_profile(profile)} profile (the prose quotes the cpu profile's numbers; "
+                "these are only checked to be numbers)")
+    elif not stale:
+        line = f"the sentences above match these results ({checked} checked)"
+    else:
+        line = (f"{len(stale)} of the {checked} sentences checked above do not match this run (the warnings name "
+                "them): read the outputs, not those sentences")
+    print(line)
+    return line
