@@ -1,0 +1,111 @@
+"""The figures of notebook 06 (PALU and the baselines), each drawn from its recorded data (see
+:mod:`palu_perta.figures`): the onset tokens of one answer, the logits before and after a few PALU steps, forget
+quality against model utility for every method, and the automatic sensitive spans against the labels."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .. import plots
+from . import register
+
+
+@register("06_onset_tokens")
+def onset_tokens(tokens: Sequence[str], classes: Sequence[int], onset: Sequence[bool], first_n: int) -> plt.Figure:
+    """One answer's tokens as boxes coloured by class, PALU's onset tokens outlined. ``tokens``: the decoded answer
+    tokens (length T); ``classes``: their token classes (T ints, :data:`palu_perta.tokenization.ORDINARY` ...);
+    ``onset``: T bools, True on the tokens the forget term acts on; ``first_n``: PALU's N (for the title)."""
+    fig, ax = plt.subplots(figsize=(12, 1.8))
+    plots.draw_tokens(ax, tokens, classes, onset, width=80)
+    plots.class_legend(ax, with_onset=True)
+    ax.set_title(f"Answer tokens; outlined: PALU's onset tokens (first N = {first_n} of each sensitive run)")
+    return fig
+
+
+@register("06_logits_before_after")
+def logits_before_after(positions: Mapping[str, Mapping[str, object]], steps: int) -> plt.Figure:
+    """The reference's top-K logits at two answer positions before and after ``steps`` PALU steps, one panel per
+    position. ``positions``: kind ("onset", "ordinary") -> {"before": the reference's K largest logits in
+    descending order (length K), "after": the trained model's logits of the same K tokens (length K), "c_before",
+    "c_after": the mean of all the position's logits (c_t) before and after, "next_token": the true next token
+    (text), "p_before", "p_after": its probability before and after}."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4), sharey=True)
+    for ax, (kind, at) in zip(axes, positions.items()):
+        before, after = np.asarray(at["before"], dtype=float), np.asarray(at["after"], dtype=float)
+        ranks = np.arange(1, len(before) + 1)
+        ax.plot(ranks, before, "o-", color="grey", ms=3, label="before (reference)")
+        ax.plot(ranks, after, "o-", color=plots.ONSET_COLOUR, ms=3, label=f"after {steps} PALU steps")
+        ax.axhline(at["c_before"], color="grey", ls="--", lw=1, label="c_t before")
+        ax.axhline(at["c_after"], color=plots.ONSET_COLOUR, ls="--", lw=1, label="c_t after")
+        ax.set(title=f"{kind} position: next token {at['next_token']!r}, p {at['p_before']:.3f} -> {at['p_after']:.3f}",
+               xlabel="rank among the reference's top-K candidates")
+    axes[0].set_ylabel("logit")
+    axes[1].legend(loc="upper right", fontsize=8)
+    fig.suptitle(f"Logits at an onset and an ordinary position, before and after {steps} PALU steps on one example",
+                 y=1.04)
+    return fig
+
+
+FQ_MU_STYLES = {"target": dict(marker="X", s=140, color="black", zorder=4),
+                "retain": dict(marker="*", s=260, color="gold", edgecolor="black", zorder=4),
+                "palu": dict(marker="o", s=110, color=plots.ONSET_COLOUR, zorder=3)}
+OTHER_METHOD_STYLE = dict(marker="o", s=60, color="#6baed6", zorder=3)
+
+
+@register("06_fq_vs_mu")
+def fq_vs_mu(points: pd.DataFrame, fq_items: Sequence[int], profile_name: str, epochs: int,
+             learning_rate: float) -> plt.Figure:
+    """Forget quality (log) against model utility, one point per model, nearby points sharing one label.
+    ``points``: one row per model ("target", "retain" and each method), columns ``forget_quality`` and
+    ``model_utility``; ``fq_items``: the numbers of forget truth ratios forget quality compares (unlearned,
+    retain), for the values it can take; ``profile_name``, ``epochs``, ``learning_rate``: the unlearning budget
+    (for the title)."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    points = points[["forget_quality", "model_utility"]].astype(float)
+    points["forget_quality"] = points["forget_quality"].clip(lower=1e-30)  # a log axis has no 0
+    for name, (fq, mu) in points.iterrows():
+        ax.scatter(fq, mu, **FQ_MU_STYLES.get(name, OTHER_METHOD_STYLE))
+    mu_range = float(np.ptp(points["model_utility"])) or 1.0
+    clusters: list[tuple[float, float, list[str]]] = []  # points closer than a label's height share one label
+    for name, (fq, mu) in points.sort_values("model_utility", ascending=False).iterrows():
+        home = next((c for c in clusters if abs(np.log10(fq / c[0])) < 0.3 and abs(mu - c[1]) < 0.08 * mu_range), None)
+        if home is None:
+            clusters.append((fq, mu, [name]))
+        else:
+            home[2].append(name)
+    for fq, mu, names in clusters:
+        ax.annotate("\n".join(textwrap.wrap(", ".join(names), 24)), (fq, mu), textcoords="offset points", xytext=(7, 5),
+                    fontsize=9, va="bottom")
+    ax.set(xscale="log", xlabel="forget quality (KS p-value vs retain model; log scale)", ylabel="model utility")
+    # forget quality moves in steps: the values it can take for these numbers of forget truth ratios, on a top axis
+    plots.mark_fq_lattice(ax, *fq_items, axis="x")
+    ax.set_title(f"Forgetting vs utility, same budget ({profile_name}: {epochs} epochs, lr {learning_rate:g})", pad=34)
+    return fig
+
+
+SPAN_CURVES = (("precision", "#3182bd"), ("recall", "#e6550d"), ("onset_recall", "#31a354"), ("f1", "black"))
+
+
+@register("06_span_agreement")
+def spans_vs_labels(sweep: pd.DataFrame, label_name: str) -> plt.Figure:
+    """Token-level agreement of the automatic spans with the labelled ones against the margin, one panel per
+    reference model (in the order they first appear). ``sweep``: one row per (reference, margin), columns
+    ``reference``, ``margin`` (nats), ``precision``, ``recall``, ``onset_recall``, ``f1`` and ``labelled_rate``
+    (the share of tokens labelled: the precision of marking every token); ``label_name``: what the labels are."""
+    references = list(dict.fromkeys(sweep["reference"]))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, ref in zip(axes, references):
+        part = sweep[sweep.reference == ref]
+        for key, colour in SPAN_CURVES:
+            ax.plot(part.margin, part[key], "o-", ms=3, color=colour, label=key)
+        ax.axhline(part.labelled_rate.iloc[0], color="grey", ls=":", label="precision of marking every token")
+        ax.set(title=f"reference = {ref}", xlabel="margin (nats)", ylim=(0, 1.05))
+    axes[0].set_ylabel("token-level agreement with labels")
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9, frameon=False)
+    fig.suptitle(f"Automatic spans (log-likelihood gain of the target) vs {label_name}", y=1.04)
+    return fig
