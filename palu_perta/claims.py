@@ -104,9 +104,10 @@ def expect(value: Any, *, claim: str, between: tuple[float, float] | None = None
     return value
 
 
-def report(profile: str | None = None) -> str:
-    """Print (and return) one line on the claims checked since the last report: that they all match this run,
-    or how many do not (their warnings are above it), or that this profile checks none. Resets the count."""
+def report(profile: str | None = None) -> None:
+    """Print one line on the claims checked since the last report: that they all match this run, or how many
+    do not (their warnings are above it), or that this profile checks none. Resets the count. (It returns
+    nothing, so a notebook cell that ends with it shows the line once.)"""
     checked, stale = _since_report["checked"], list(_since_report["stale"])
     _since_report.update(checked=0, stale=[])
     if not checked:
@@ -118,4 +119,3 @@ def report(profile: str | None = None) -> str:
         line = (f"{len(stale)} of the {checked} sentences checked above do not match this run (the warnings name "
                 "them): read the outputs, not those sentences")
     print(line)
-    return line
