@@ -15,7 +15,7 @@ stale claim: the sentence no longer says what the run shows. What happens then d
   run stops at the first sentence to rewrite instead of committing wrong text.
 
 A committed notebook whose outputs hold a stale-claim warning fails the tests (``tests/test_notebooks.py``).
-A notebook ends each block of checks with :func:`report`, which says how many sentences were checked since the
+A notebook ends each block of checks with :func:`summarize_checks`, which says how many sentences were checked since the
 last report and how many of them this run does not support, so its last line is true in warn mode too.
 On the other profiles (``smoke``: a random tiny model whose numbers mean nothing) the value is only checked
 to be a finite number or a string, so the cell still runs.
@@ -41,7 +41,7 @@ class StaleClaimWarning(UserWarning):
     """A sentence of the prose that this run's numbers do not support (``PALU_PERTA_CLAIMS=warn``)."""
 
 
-# the checks made in this process since the last report(): how many were checked, the claims that were stale
+# the checks made in this process since the last summarize_checks(): how many were checked, the claims that were stale
 _since_report: dict[str, Any] = {"checked": 0, "stale": []}
 
 
@@ -104,7 +104,7 @@ def expect(value: Any, *, claim: str, between: tuple[float, float] | None = None
     return value
 
 
-def report(profile: str | None = None) -> None:
+def summarize_checks(profile: str | None = None) -> None:
     """Print one line on the claims checked since the last report: that they all match this run, or how many
     do not (their warnings are above it), or that this profile checks none. Resets the count. (It returns
     nothing, so a notebook cell that ends with it shows the line once.)"""

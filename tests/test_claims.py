@@ -77,11 +77,11 @@ def test_by_default_a_stale_claim_warns_and_the_notebook_runs_on(monkeypatch):
         expect(0.51, between=(0.4, 0.45), claim="x", profile="cpu")
 
 
-def test_report_counts_the_checks_since_the_last_report_and_names_stale_ones(monkeypatch, capsys):
-    from palu_perta.claims import report
+def test_summarize_checks_counts_the_checks_since_the_last_report_and_names_stale_ones(monkeypatch, capsys):
+    from palu_perta.claims import summarize_checks
 
     def reported(profile):
-        assert report(profile) is None  # a notebook cell ending with it shows the line once
+        assert summarize_checks(profile) is None  # a notebook cell ending with it shows the line once
         return capsys.readouterr().out.strip()
 
     reported("cpu")  # start from a clean count, whatever ran before in this process
