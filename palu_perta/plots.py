@@ -179,6 +179,18 @@ def write_png(fig: plt.Figure, path: Path, *, check: bool = True) -> Path:
     return path
 
 
+def picture_difference(expected: Path, actual: Path, tol: float = 1.0) -> str | None:
+    """None when two PNGs show the same picture (same size, root-mean-square pixel difference at most ``tol``
+    on 0-255, :func:`matplotlib.testing.compare.compare_images`), else what differs."""
+    from matplotlib.testing.compare import compare_images
+    from matplotlib.testing.exceptions import ImageComparisonFailure
+
+    try:
+        return compare_images(str(expected), str(actual), tol=tol)
+    except ImageComparisonFailure as err:
+        return str(err)
+
+
 def savefig(fig: plt.Figure, name: str, profile: str = "cpu") -> Path:
     """Save ``fig`` as PNG (see the module docstring for where), warning (:class:`FigureWarning`) about
     overlapping text or an incomplete legend; returns the path."""

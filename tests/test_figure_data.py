@@ -121,15 +121,21 @@ def test_every_committed_figure_of_03_to_07_has_a_drawing_function():
     assert not missing, f"figures without a function in palu_perta/figures: {missing}"
 
 
-def test_every_committed_figure_rebuilds_from_committed_data_or_awaits_its_notebook_rerun():
+def test_every_committed_figure_rebuilds_from_committed_data_or_awaits_its_notebook_rerun(tmp_path, monkeypatch):
     """`make figures` redraws a committed figure of 03-07 only from its committed data
     (results/figures/<name>.json, written by the notebook's cpu run); a notebook still awaiting its cpu
-    rerun (tests/test_notebooks.py) may lack it. Committed data must be current and draw cleanly."""
+    rerun (tests/test_notebooks.py) may lack it. Committed data must be current, draw cleanly, and draw the
+    committed PNG."""
     data = {p.stem for p in figures.recorded("cpu")}
     notebook_of = {p.stem[:2]: p.stem for p in (repo_root() / "notebooks").glob("0[3-7]_*.ipynb")}
     lacking = [n for n in _committed_figures() if n not in data and notebook_of[n[:2]] not in AWAITING_CPU_RERUN]
     assert not lacking, f"committed figures without committed data (rerun their notebook on cpu): {lacking}"
     assert figures.stale_figures("cpu") == [], "committed figure data from another configuration: rerun the notebook"
+    redrawn = tmp_path / "figures"
+    monkeypatch.setenv("PALU_PERTA_FIGURES", str(redrawn))  # `make figures`, into a scratch folder
+    for png in figures.rebuild("cpu"):
+        problem = plots.picture_difference(repo_root() / "figures" / png.name, png)
+        assert problem is None, f"figures/{png.name} is not what its committed data draws: {problem}"
     for path in figures.recorded("cpu"):
         payload = figures.load(path)
         assert re.fullmatch(r"0[3-7]_\w+", payload["figure"]) and payload["profile"] == "cpu"
@@ -137,3 +143,18 @@ def test_every_committed_figure_rebuilds_from_committed_data_or_awaits_its_noteb
         fig = figures.drawer(payload["figure"])(**payload["data"])
         plots.check_figure(fig)
         plt.close(fig)
+
+
+def test_picture_difference_tells_same_pictures_from_different_ones(tmp_path):
+    def png(name, values, width=4):
+        fig, ax = plt.subplots(figsize=(width, 3))
+        ax.plot(values)
+        path = tmp_path / name
+        fig.savefig(path, dpi=50)
+        plt.close(fig)
+        return path
+
+    a, again = png("a.png", [1, 2, 3]), png("again.png", [1, 2, 3])
+    assert plots.picture_difference(a, again) is None
+    assert "RMS" in plots.picture_difference(a, png("b.png", [3, 1, 2]))
+    assert "size" in plots.picture_difference(a, png("wide.png", [1, 2, 3], width=6))

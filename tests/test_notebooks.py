@@ -12,6 +12,7 @@ import pytest
 
 from palu_perta.config import repo_root
 from palu_perta.notebooks import list_notebooks, run_notebook
+from palu_perta.plots import picture_difference
 
 pytestmark = pytest.mark.notebooks
 
@@ -159,3 +160,6 @@ def test_notebook_08_rebuilds_from_the_committed_results_training_nothing(tmp_pa
     text = "".join("".join(o.get("text", "")) for c in printed["cells"] if c["cell_type"] == "code"
                    for o in c["outputs"] if o.get("name") == "stdout")
     assert "skipped (single_runs=False)" in text and "grid: cpu" in text
+    for name in ("08_tradeoff.png", "08_neighbour.png"):  # `make figures` gives the committed figures
+        problem = picture_difference(repo_root() / "figures" / name, figures / name)
+        assert problem is None, f"figures/{name} is not what `make figures` draws from the committed results: {problem}"
