@@ -684,8 +684,10 @@ def _summarise(per_item: dict[str, Any], ref: dict | None) -> dict[str, Any]:
     aucs = per_item["mia_auc"] = _mia_aucs(per_item)  # kept in per_item: a saved file carries its AUCs
     s.update(aucs)
     # open-unlearning's privleak is computed on mia_min_k, against the retain model's AUC
-    # when given, else against its default ref_value 0.5
-    ref_auc = (ref or {}).get("mia_auc", {}).get("mia_min_k")
+    # when given, else against its default ref_value 0.5. The retain model's AUC: saved with its results, or
+    # computed from its forget and holdout items (a reference rebuilt from the results store carries no AUCs)
+    ref_aucs = (ref or {}).get("mia_auc") or (_mia_aucs(ref) if ref and ref["splits"].get("holdout") else {})
+    ref_auc = ref_aucs.get("mia_min_k")
     ref_auc = None if aucs["mia_min_k"] is None else (0.5 if ref_auc is None else ref_auc)
     s["privleak"] = None if ref_auc is None else M.privleak(aucs["mia_min_k"], ref_auc)
     if not sp["holdout"]:  # not a silent None: each metric left out, with the reason in one line

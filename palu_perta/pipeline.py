@@ -8,6 +8,7 @@ artifact when its configuration matches, and computes it otherwise.
     models = pipeline.reference_models(profile, bench)          # base, target, retain
     retain_eval = pipeline.evaluation(profile, models.retain, bench, reference="self")
     target_eval = pipeline.evaluation(profile, models.target, bench, reference=retain_eval)
+    rows = pipeline.lambda_sweep(profile, bench, models.target, {"tv": [0.5, 1.0]}, retain_eval)  # store first
 """
 
 from __future__ import annotations
@@ -106,3 +107,38 @@ def evaluation(
     else:
         ref = reference.per_item() if reference is not None else None
     return Evaluation(summarise(per_item, ref), path)
+
+
+def lambda_sweep(profile: Profile, bench: Benchmark, target_dir: str | Path, grids: dict[str, list[float]],
+                 reference: Evaluation, cfg: Any = None, log: bool = True, root: Path | None = None,
+                 ) -> list[dict[str, Any]]:
+    """TV / PerTA at every lambda of its grid (``grids``: method -> lambdas), one row per model as
+    :func:`palu_perta.perta.sweep` gives it (``method``, ``lam``, the summary's metrics), plus ``source``: the
+    results store (``results/<profile>/``) when the profile's study holds that very model, evaluated by the same
+    code (:func:`palu_perta.study.stored_points`: the cell's configuration hash must be current), else
+    ``computed`` (evaluated now, or read from the cache, by :func:`palu_perta.perta.sweep`). A lambda is taken from
+    the store only when it is exactly one the cell evaluated. ``root``: another results directory."""
+    from . import perta
+    from .study import stored_points
+
+    from .training import reference_entry
+
+    # the store holds runs from the profile's own target model, with PerTA's default recipe
+    own_target = Path(target_dir).resolve() == reference_entry(profile, bench, "target").resolve()
+    rows = []
+    for method, lambdas in grids.items():
+        default = own_target and (cfg is None or cfg == perta.perta_config(profile))
+        stored = {float(p["point"]["lambda"]): p["metrics"] for p in stored_points(profile, method, root=root)} if default else {}
+        missing = [lam for lam in lambdas if float(lam) not in stored]
+        computed = {row["lam"]: row for row in perta.sweep(profile, bench, target_dir, [method], missing, reference, cfg,
+                                                           log=log)}
+        for lam in lambdas:
+            if float(lam) in stored:
+                rows.append({"method": method, "lam": float(lam), **stored[float(lam)], "source": "results store"})
+                if log:
+                    m = stored[float(lam)]
+                    print(f"{method:13s} lambda={lam:<7g} forget ROUGE-L {m['forget_Q_A_ROUGE']:.3f}  MU "
+                          f"{m['model_utility']:.3f}  FQ {m['forget_quality']:.3g}  [from the results store]", flush=True)
+            else:
+                rows.append({**computed[float(lam)], "source": "computed"})
+    return rows

@@ -636,6 +636,91 @@ def stale_cells(grid: Grid, root: Path | None = None) -> list[str]:
     return problems
 
 
+def resummarise(grid: Grid, root: Path | None = None) -> list[str]:
+    """Recompute every summary row of a study's results from its item rows, against the retain cell's items
+    (as :func:`run_cell` scores them), and rewrite the files whose summaries change (atomically; the cell rows,
+    hashes and item rows are kept). For a fix in :func:`palu_perta.evaluation.summarise` that leaves every
+    per-item number as it was (no cell must be rerun). Returns the ids of the cells rewritten."""
+    from .evaluation import summarise
+    from .store import per_item_payload, read_rows
+
+    def payload(rows: list[dict[str, Any]], point: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+        items = [r for r in rows if r["row"] == "item" and r["point"] == point]
+        return per_item_payload(items, meta["forget_split"], meta["forget_hash"])
+
+    folder = study_dir(grid, root)
+    changed = []
+    retain_payloads: dict[tuple[str, str], dict[str, Any]] = {}
+    for setting in grid.settings:
+        for split in grid.splits:
+            path = cell_path(grid, Cell(setting, split, "retain"), root)
+            if path.is_file():
+                rows = read_rows(path)
+                summary = next(r for r in rows if r["row"] == "summary")
+                retain_payloads[(setting, split)] = payload(rows, summary["point"], summary["meta"])
+    for path in cell_files(folder):
+        rows = read_rows(path)
+        cell = Cell.from_dict(rows[0]["cell"])
+        reference = retain_payloads.get((cell.setting, cell.forget_split))
+        if reference is None:
+            continue  # no retain cell: nothing to score against
+        new_rows = []
+        for row in rows:
+            if row["row"] == "summary":
+                own = payload(rows, row["point"], row["meta"])
+                summary = summarise(own, own if cell.method == "retain" else reference)
+                fresh = json.loads(json.dumps(_round_metrics({k: v for k, v in summary.items() if k != "meta"})))
+                # a value that moved only within the items' rounding (7 digits) keeps its stored digits
+                metrics = {k: row["metrics"][k] if _same_number(row["metrics"].get(k), v) else v for k, v in fresh.items()}
+                row = {**row, "metrics": metrics, "meta": {**row["meta"], **{k: v for k, v in summary["meta"].items()
+                                                                               if k == "privleak_reference_auc"}}}
+            new_rows.append(row)
+        if new_rows != rows:
+            from .artifacts import atomic_write_text
+
+            atomic_write_text(path, "\n".join(json.dumps(r, sort_keys=True, default=float) for r in new_rows) + "\n")
+            changed.append(cell.id)
+    return changed
+
+
+def _same_number(a: Any, b: Any, rel: float = 1e-5) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return a == b or abs(a - b) <= rel * max(1.0, abs(a), abs(b))
+    return a == b
+
+
+def _round_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    from .store import _round
+
+    return _round(metrics)
+
+
+def stored_points(profile: Profile, method: str, hyper: dict[str, Any] | None = None, grid_name: str | None = None,
+                  root: Path | None = None) -> list[dict[str, Any]]:
+    """The evaluated points a finished, current cell of the profile's study holds for ``method`` run exactly as a
+    notebook runs it on ``profile`` (its seed, the method's defaults or ``hyper``): one dict per point, its
+    ``point`` (``{"lambda": ...}`` or ``{"epoch": ...}``) and its summary ``metrics``. Empty when no cell of the
+    grid (default: the one named like the profile) is that run, or its results are missing or stale: the
+    notebook then computes the points itself. Reads the results store only; trains nothing."""
+    from .store import read_rows
+
+    name = grid_name or profile.name
+    if name not in GRIDS:
+        return []
+    grid = GRIDS[name]
+    wanted = tuple(sorted((hyper or {}).items()))
+    for cell in grid.cells():
+        if (cell.method, cell.seed, cell.hyper) != (method, profile.seed, wanted) or cell.learning_rate is not None:
+            continue
+        if grid.profile_for(cell) != profile:
+            continue
+        if cell_status(grid, cell, cell_hash(grid, cell), root) != "done":
+            return []
+        return [{"point": row["point"], "metrics": row["metrics"]}
+                for row in read_rows(cell_path(grid, cell, root)) if row["row"] == "summary"]
+    return []
+
+
 def select(cells: Iterable[Cell], methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[Cell]:
     """The cells of the given methods and seeds (the reference models are always kept)."""
     return [c for c in cells if c.kind == "reference" or

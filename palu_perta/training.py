@@ -484,6 +484,12 @@ def reference_model(profile: Profile, benchmark: Any, role: str, progress: bool 
     return finetuned_model(profile, role, records, records_info(benchmark.source, records), progress=progress)
 
 
+def reference_entry(profile: Profile, benchmark: Any, role: str) -> Path:
+    """Where :func:`reference_model` keeps the profile's ``"target"`` or ``"retain"`` model (computed from the
+    configuration; nothing is trained and the entry need not exist)."""
+    return finetuned_entry(profile, role, records_info(benchmark.source, _reference_records(benchmark, role)))
+
+
 def reference_cached(profile: Profile, benchmark: Any, role: str) -> bool:
     """Whether :func:`reference_model` would find its model in the cache (nothing is trained)."""
     info = records_info(benchmark.source, _reference_records(benchmark, role))
