@@ -262,6 +262,29 @@ def matched_summary(matched: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def seed_spread(matched: pd.DataFrame, column: str = "model_utility") -> pd.DataFrame:
+    """How far one method's seeds land apart, next to how far the methods land apart: per method (``label``)
+    with at least two seeds at matched forgetting (:func:`at_matched_forgetting`), its per-seed values of
+    ``column``, their range (max - min) and standard deviation; plus ``methods_range``, the range of the
+    methods' seed means in the same setting and split (every method that reached it). A seed covers the
+    unlearning run's data order and retain sampling (training-based methods) or the reinforcement fine-tune
+    behind tau (TV, PerTA); the target and retain models are shared."""
+    reached = matched[matched["reached"] & matched["kind"].ne("reference")]
+    rows = []
+    for (setting, split), group in reached.groupby(["setting", "forget_split"]):
+        means = group.groupby("label")[column].mean()
+        methods_range = float(means.max() - means.min()) if len(means) > 1 else float("nan")
+        for label, seeds in group.groupby("label"):
+            if len(seeds) < 2:
+                continue
+            values = seeds.sort_values("seed")[column].to_numpy(float)
+            rows.append({"setting": setting, "forget_split": split, "label": label, "seeds": len(values),
+                         "values": [round(float(v), 4) for v in values], "range": float(values.max() - values.min()),
+                         "sd": float(values.std(ddof=1)), "methods_range": methods_range})
+    return pd.DataFrame(rows, columns=["setting", "forget_split", "label", "seeds", "values", "range", "sd",
+                                       "methods_range"])
+
+
 def damage_verdict(interval: stats.Interval) -> str:
     """Read the interval of (method - reference) on a "higher: more kept" metric: "loses" when it lies
     entirely below 0, "gains" when entirely above, else "cannot tell" (an interval containing 0 is not
@@ -356,10 +379,12 @@ def collateral_table(tables: dict[str, pd.DataFrame], frame: pd.DataFrame | None
 
 
 def tables_markdown(name: str, frame: pd.DataFrame, best: pd.DataFrame, matched: pd.DataFrame,
-                    collateral: pd.DataFrame | None = None) -> str:
+                    collateral: pd.DataFrame | None = None, matched_seeds: pd.DataFrame | None = None) -> str:
     """The tables as markdown, with what every interval is: best forget quality, matched forgetting (with
-    neighbour and retain ROUGE-L there) and, when ``collateral`` (:func:`collateral_table`) has neighbour
-    rows, collateral damage at matched forgetting; without neighbour items that section says so in one line."""
+    neighbour and retain ROUGE-L there), with ``matched_seeds`` (:func:`at_matched_forgetting`, one row per
+    seed) the seed-to-seed spread there (:func:`seed_spread`) and, when ``collateral``
+    (:func:`collateral_table`) has neighbour rows, collateral damage at matched forgetting; without neighbour
+    items that section says so in one line."""
     refs = frame[frame["kind"] == "reference"]
     seeds = sorted(frame.loc[frame["kind"] != "reference", "seed"].unique())
     n_forget = int(frame["n_forget"].iloc[0])
@@ -392,6 +417,21 @@ def tables_markdown(name: str, frame: pd.DataFrame, best: pd.DataFrame, matched:
                      f"{format_interval(r['model_utility'], r['model_utility_seed_low'], r['model_utility_seed_high'])} | "
                      f"{_cell(r, 'neighbour_rouge')} | {_cell(r, 'retain_rouge')} | "
                      f"{format_interval(r['x'], r['x_seed_low'], r['x_seed_high'], 2)} |")
+    spread = seed_spread(matched_seeds) if matched_seeds is not None else pd.DataFrame()
+    lines += ["", "## Seed-to-seed spread at matched forgetting (model utility)", ""]
+    if spread.empty:
+        lines.append("No method has two seeds at matched forgetting yet: the seed-to-seed spread is not measured, "
+                     "and an interval from one seed holds the item-to-item spread only.")
+    else:
+        lines += ["A seed re-draws the unlearning run's data order and retain sampling (training-based methods) or "
+                  "the reinforcement fine-tune behind tau (TV, PerTA); the target and retain models are shared. "
+                  "Next to it: the range of all methods' seed means in the same setting.", "",
+                  "| setting | split | method | seeds | MU per seed | range | SD | range of the methods' means |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for _, r in spread.iterrows():
+            lines.append(f"| {r['setting']} | {r['forget_split']} | {r['label']} | {r['seeds']} | "
+                         f"{', '.join(f'{v:.3f}' for v in r['values'])} | {r['range']:.3f} | {r['sd']:.3f} | "
+                         f"{r['methods_range']:.3f} |")
     lines += ["", "## Collateral damage at matched forgetting", ""]
     neighbour = collateral is not None and len(collateral) and (collateral["split"] == NEIGHBOUR).any()
     if not neighbour:
@@ -529,10 +569,12 @@ def build(name: str, root: Path | None = None, out: Path | None = None) -> list[
         raise ValueError(f"no results in {directory}; run `python -m palu_perta study --grid {name}` first")
     frame = points(tables)
     out = Path(out or figures_dir())
-    best, matched = best_fq(frame), matched_summary(at_matched_forgetting(frame))
+    per_seed = at_matched_forgetting(frame)
+    best, matched = best_fq(frame), matched_summary(per_seed)
     collateral = collateral_table(tables, frame)
     claims = verdicts.claim_table(tables, frame)
-    text = tables_markdown(name, frame, best, matched, collateral) + "\n" + verdicts.claims_markdown(claims)
+    text = (tables_markdown(name, frame, best, matched, collateral, per_seed) + "\n"
+            + verdicts.claims_markdown(claims))
     paths = [atomic_write_text(out / f"study_{name}.md", text),
              atomic_write_text(out / f"study_{name}_points.csv", frame.round(6).to_csv(index=False)),
              atomic_write_text(out / f"study_{name}_verdicts.csv", claims.round(6).to_csv(index=False)),

@@ -304,3 +304,23 @@ def test_a_study_in_progress_builds(new_study, tmp_path, keep):
     text = (tmp_path / "out" / "study_partial.md").read_text()
     assert {p.name for p in paths} >= {"study_partial.md", "study_partial_tradeoff.png"}
     assert "No method has been placed at matched forgetting yet" in text
+
+
+def test_seed_spread_puts_one_methods_seeds_next_to_the_methods_means():
+    import pandas as pd
+
+    from palu_perta import report
+
+    rows = [("palu", 0, 0.40), ("palu", 1, 0.44), ("palu", 2, 0.42), ("graddiff", 0, 0.47), ("npo", 0, 0.45),
+            ("npo", 1, 0.43), ("tv", 0, float("nan"))]
+    matched = pd.DataFrame([{"setting": "synthetic", "forget_split": "forget10", "label": label, "kind": "training",
+                             "seed": seed, "reached": mu == mu, "model_utility": mu} for label, seed, mu in rows])
+    spread = report.seed_spread(matched).set_index("label")
+    assert list(spread.index) == ["npo", "palu"]  # graddiff has one seed; tv never reached matched forgetting
+    assert spread.loc["palu", "values"] == [0.40, 0.44, 0.42]
+    assert spread.loc["palu", "range"] == pytest.approx(0.04)
+    assert spread.loc["palu", "sd"] == pytest.approx(0.02)
+    assert spread.loc["npo", "range"] == pytest.approx(0.02)
+    # the methods' seed means: palu 0.42, graddiff 0.47, npo 0.44 -> range 0.05
+    assert spread.loc["palu", "methods_range"] == pytest.approx(0.05)
+    assert report.seed_spread(matched[matched["seed"] == 0]).empty
