@@ -28,7 +28,7 @@ reproduce: install
 
 # Every figure of notebooks 03-07 (from the data their cpu runs recorded in results/figures/), the study's tables and
 # figures (figures/study_*) and notebook 08 (its figures, tables and verdicts; sections 1-5), rebuilt from the
-# committed results/ in about a minute, with an empty cache: nothing trains.
+# committed results/ in under two minutes (benchmarks/NOTES.md), with an empty cache: nothing trains.
 figures: install
 	$(PY) -m palu_perta.figures
 	$(PY) -m palu_perta.report
