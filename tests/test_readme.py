@@ -34,10 +34,12 @@ def readme() -> str:
 
 
 def saved_figures() -> set[str]:
-    """Names the notebooks pass to ``plots.savefig``."""
+    """Names the notebooks pass to ``plots.savefig`` or to ``figures.draw`` (which saves the figure too)."""
     names: set[str] = set()
     for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
-        names |= set(re.findall(r'savefig\(fig, \\"([A-Za-z0-9_]+)\\"', path.read_text()))
+        text = path.read_text()
+        names |= set(re.findall(r'savefig\(fig, \\"([A-Za-z0-9_]+)\\"', text))
+        names |= set(re.findall(r'figures\.draw\(\\"([A-Za-z0-9_]+)\\"', text))
     return names
 
 
