@@ -120,7 +120,6 @@ def lambda_sweep(profile: Profile, bench: Benchmark, target_dir: str | Path, gri
     the store only when it is exactly one the cell evaluated. ``root``: another results directory."""
     from . import perta
     from .study import stored_points
-
     from .training import reference_entry
 
     # the store holds runs from the profile's own target model, with PerTA's default recipe

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .artifacts import artifacts_root, atomic_write_json, config_hash, remove_entry
+from .artifacts import artifacts_root, atomic_write_json, atomic_write_text, config_hash, remove_entry
 from .config import Profile, get_profile, lambda_grid_points, unlearn_budget
 from .store import cell_files, cell_header, results_root, write_cell
 
@@ -469,16 +469,28 @@ def _evaluate(model: Any, tokenizer: Any, ctx: _Context) -> dict[str, Any]:
     return result["per_item"]
 
 
+def point_payload(rows: Sequence[dict[str, Any]], point: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """The ``per_item`` payload of one evaluated point of a cell file (its ``rows``, :func:`store.read_rows`),
+    rebuilt from the point's item rows (``meta``: its summary row's, for the forget split and hash)."""
+    from .store import per_item_payload
+
+    items = [r for r in rows if r["row"] == "item" and r["point"] == point]
+    return per_item_payload(items, meta["forget_split"], meta["forget_hash"])
+
+
+def _retain_payload(path: Path) -> dict[str, Any]:
+    """The retain cell's per-item payload, from its file: every other cell's forget-quality reference."""
+    from .store import read_rows
+
+    rows = read_rows(path)
+    summary = next(r for r in rows if r["row"] == "summary")
+    return point_payload(rows, summary["point"], summary["meta"])
+
+
 def _retain_items(grid: Grid, ctx: _Context, cell: Cell, root: Path | None) -> dict[str, Any]:
     """The retain model's per-item payload (from its cell file): the forget-quality reference."""
     if ctx.retain_items is None:
-        from .store import per_item_payload, read_rows
-
-        path = cell_path(grid, Cell(cell.setting, cell.forget_split, "retain"), root)
-        rows = read_rows(path)
-        summary = next(r for r in rows if r["row"] == "summary")
-        ctx.retain_items = per_item_payload([r for r in rows if r["row"] == "item"],
-                                            summary["meta"]["forget_split"], summary["meta"]["forget_hash"])
+        ctx.retain_items = _retain_payload(cell_path(grid, Cell(cell.setting, cell.forget_split, "retain"), root))
     return ctx.retain_items
 
 
@@ -642,22 +654,12 @@ def resummarise(grid: Grid, root: Path | None = None) -> list[str]:
     hashes and item rows are kept). For a fix in :func:`palu_perta.evaluation.summarise` that leaves every
     per-item number as it was (no cell must be rerun). Returns the ids of the cells rewritten."""
     from .evaluation import summarise
-    from .store import per_item_payload, read_rows
-
-    def payload(rows: list[dict[str, Any]], point: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-        items = [r for r in rows if r["row"] == "item" and r["point"] == point]
-        return per_item_payload(items, meta["forget_split"], meta["forget_hash"])
+    from .store import _round, read_rows
 
     folder = study_dir(grid, root)
     changed = []
-    retain_payloads: dict[tuple[str, str], dict[str, Any]] = {}
-    for setting in grid.settings:
-        for split in grid.splits:
-            path = cell_path(grid, Cell(setting, split, "retain"), root)
-            if path.is_file():
-                rows = read_rows(path)
-                summary = next(r for r in rows if r["row"] == "summary")
-                retain_payloads[(setting, split)] = payload(rows, summary["point"], summary["meta"])
+    retain_payloads = {(setting, split): _retain_payload(path) for setting in grid.settings for split in grid.splits
+                       if (path := cell_path(grid, Cell(setting, split, "retain"), root)).is_file()}
     for path in cell_files(folder):
         rows = read_rows(path)
         cell = Cell.from_dict(rows[0]["cell"])
@@ -667,17 +669,15 @@ def resummarise(grid: Grid, root: Path | None = None) -> list[str]:
         new_rows = []
         for row in rows:
             if row["row"] == "summary":
-                own = payload(rows, row["point"], row["meta"])
+                own = point_payload(rows, row["point"], row["meta"])
                 summary = summarise(own, own if cell.method == "retain" else reference)
-                fresh = json.loads(json.dumps(_round_metrics({k: v for k, v in summary.items() if k != "meta"})))
+                fresh = json.loads(json.dumps(_round({k: v for k, v in summary.items() if k != "meta"})))
                 # a value that moved only within the items' rounding (7 digits) keeps its stored digits
                 metrics = {k: row["metrics"][k] if _same_number(row["metrics"].get(k), v) else v for k, v in fresh.items()}
-                row = {**row, "metrics": metrics, "meta": {**row["meta"], **{k: v for k, v in summary["meta"].items()
-                                                                               if k == "privleak_reference_auc"}}}
+                meta = {**row["meta"], "privleak_reference_auc": summary["meta"]["privleak_reference_auc"]}
+                row = {**row, "metrics": metrics, "meta": meta}
             new_rows.append(row)
         if new_rows != rows:
-            from .artifacts import atomic_write_text
-
             atomic_write_text(path, "\n".join(json.dumps(r, sort_keys=True, default=float) for r in new_rows) + "\n")
             changed.append(cell.id)
     return changed
@@ -687,12 +687,6 @@ def _same_number(a: Any, b: Any, rel: float = 1e-5) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return a == b or abs(a - b) <= rel * max(1.0, abs(a), abs(b))
     return a == b
-
-
-def _round_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    from .store import _round
-
-    return _round(metrics)
 
 
 def stored_points(profile: Profile, method: str, hyper: dict[str, Any] | None = None, grid_name: str | None = None,
