@@ -40,6 +40,12 @@ def figures_dir() -> Path:
     return (root / "figures") if root else Path.cwd() / "figures"
 
 
+def profile_folder(base: Path, profile_name: str) -> Path:
+    """A profile's folder under ``base``: ``base`` itself for ``cpu`` (its figures and figure data are the
+    committed ones), ``base/<profile>`` for the others (ignored by git)."""
+    return base if profile_name == "cpu" else base / profile_name
+
+
 def default_tofu_dir() -> Path | None:
     """A local TOFU copy: ``$PALU_PERTA_TOFU_DIR``, else ``../shared/tofu`` beside the checkout."""
     env = os.environ.get("PALU_PERTA_TOFU_DIR")

@@ -127,7 +127,8 @@ def lambda_sweep(profile: Profile, bench: Benchmark, target_dir: str | Path, gri
     rows = []
     for method, lambdas in grids.items():
         default = own_target and (cfg is None or cfg == perta.perta_config(profile))
-        stored = {float(p["point"]["lambda"]): p["metrics"] for p in stored_points(profile, method, root=root)} if default else {}
+        points = stored_points(profile, method, root=root, bench=bench) if default else []
+        stored = {float(p["point"]["lambda"]): p["metrics"] for p in points}
         missing = [lam for lam in lambdas if float(lam) not in stored]
         computed = {row["lam"]: row for row in perta.sweep(profile, bench, target_dir, [method], missing, reference, cfg,
                                                            log=log)}

@@ -36,7 +36,7 @@ from matplotlib.text import Text
 
 from . import stats
 from .losses import onset_mask
-from .paths import figures_dir
+from .paths import figures_dir, profile_folder
 from .tokenization import ORDINARY, PROMPT, SENSITIVE, Collator, encode_qa, pad_id
 
 DPI = 120
@@ -52,7 +52,7 @@ def setup() -> None:
 
 def figure_path(name: str, profile: str = "cpu") -> Path:
     """Where figure ``name`` of ``profile`` is written."""
-    folder = figures_dir() if profile == "cpu" else figures_dir() / profile
+    folder = profile_folder(figures_dir(), profile)
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{name}.png"
 

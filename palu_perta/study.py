@@ -690,12 +690,13 @@ def _same_number(a: Any, b: Any, rel: float = 1e-5) -> bool:
 
 
 def stored_points(profile: Profile, method: str, hyper: dict[str, Any] | None = None, grid_name: str | None = None,
-                  root: Path | None = None) -> list[dict[str, Any]]:
+                  root: Path | None = None, bench: Any = None) -> list[dict[str, Any]]:
     """The evaluated points a finished, current cell of the profile's study holds for ``method`` run exactly as a
     notebook runs it on ``profile`` (its seed, the method's defaults or ``hyper``): one dict per point, its
     ``point`` (``{"lambda": ...}`` or ``{"epoch": ...}``) and its summary ``metrics``. Empty when no cell of the
     grid (default: the one named like the profile) is that run, or its results are missing or stale: the
-    notebook then computes the points itself. Reads the results store only; trains nothing."""
+    notebook then computes the points itself. Reads the results store only; trains nothing. ``bench``: the
+    notebook's benchmark, whose content the cell's hash must match (default: the profile's, loaded here)."""
     from .store import read_rows
 
     name = grid_name or profile.name
@@ -708,7 +709,7 @@ def stored_points(profile: Profile, method: str, hyper: dict[str, Any] | None = 
             continue
         if grid.profile_for(cell) != profile:
             continue
-        if cell_status(grid, cell, cell_hash(grid, cell), root) != "done":
+        if cell_status(grid, cell, cell_hash(grid, cell, _data_key(profile, bench)), root) != "done":
             return []
         return [{"point": row["point"], "metrics": row["metrics"]}
                 for row in read_rows(cell_path(grid, cell, root)) if row["row"] == "summary"]

@@ -39,6 +39,7 @@ import pandas as pd
 from .. import __version__
 from ..artifacts import atomic_write_text, config_hash
 from ..config import Profile, get_profile
+from ..paths import profile_folder
 from ..store import results_root
 
 DrawFunction = Callable[..., "matplotlib.figure.Figure"]
@@ -118,8 +119,7 @@ def decode(value: Any) -> Any:
 
 def data_dir(profile_name: str = "cpu", root: Path | None = None) -> Path:
     """Where the figure data of a profile lives (``results/figures`` for cpu, a subfolder for the others)."""
-    base = (root or results_root()) / "figures"
-    return base if profile_name == "cpu" else base / profile_name
+    return profile_folder((root or results_root()) / "figures", profile_name)
 
 
 def data_path(name: str, profile_name: str = "cpu", root: Path | None = None) -> Path:
