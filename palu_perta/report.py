@@ -30,6 +30,7 @@ collateral-damage section or neighbour figure.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -175,16 +176,30 @@ def seed_mean(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
         row = dict(zip(["setting", "forget_split", "label", "kind", "x"], key))
         row["seeds"] = len(group)
         for column in columns:
-            interval = _seed_interval(group[column].to_numpy(float))
+            interval = _seed_interval(group[column].to_numpy(float), column)
             row[column], row[f"{column}_seed_low"], row[f"{column}_seed_high"] = (interval.estimate, interval.low,
                                                                                   interval.high)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _seed_interval(values: np.ndarray) -> stats.Interval:
-    """:func:`stats.seed_interval` over the non-NaN values; all-NaN when there are none."""
-    return stats.seed_interval(values, level=LEVEL) if np.isfinite(values).any() else _nan_interval()
+# The values a per-model column can take. A mean over seeds lies in the same range, so its interval is clipped to
+# it: with two seeds Student-t's interval is 12.7 standard errors wide and would otherwise show a forget quality
+# of -0.05 or 1.87. (The forget truth ratio has no upper bound; differences between methods are never clipped.)
+RANGES: dict[str, tuple[float, float]] = {
+    **dict.fromkeys(("forget_quality", "model_utility", "forget_rouge", "retain_rouge", *NEIGHBOUR_METRICS), (0.0, 1.0)),
+    "x": (0.0, float("inf")), "forget_truth_ratio": (0.0, float("inf")),
+}
+
+
+def _seed_interval(values: np.ndarray, column: str | None = None) -> stats.Interval:
+    """:func:`stats.seed_interval` over the non-NaN values, clipped to the column's :data:`RANGES`; all-NaN when
+    there are none."""
+    if not np.isfinite(values).any():
+        return _nan_interval()
+    interval = stats.seed_interval(values, level=LEVEL)
+    low, high = RANGES.get(column or "", (-float("inf"), float("inf")))
+    return dataclasses.replace(interval, low=max(interval.low, low), high=min(interval.high, high))
 
 
 def best_fq(frame: pd.DataFrame) -> pd.DataFrame:
@@ -255,7 +270,7 @@ def matched_summary(matched: pd.DataFrame) -> pd.DataFrame:
         row = dict(zip(["setting", "forget_split", "label", "kind"], key))
         row.update(seeds=len(group), reached=len(reached))
         for column in columns:
-            interval = _seed_interval(reached[column].to_numpy(float))
+            interval = _seed_interval(reached[column].to_numpy(float), column)
             row[column], row[f"{column}_seed_low"], row[f"{column}_seed_high"] = (interval.estimate, interval.low,
                                                                                   interval.high)
         rows.append(row)

@@ -324,3 +324,19 @@ def test_seed_spread_puts_one_methods_seeds_next_to_the_methods_means():
     # the methods' seed means: palu 0.42, graddiff 0.47, npo 0.44 -> range 0.05
     assert spread.loc["palu", "methods_range"] == pytest.approx(0.05)
     assert report.seed_spread(matched[matched["seed"] == 0]).empty
+
+
+def test_seed_intervals_are_clipped_to_the_range_a_column_can_take():
+    """Two seeds of forget quality 0.05 and 0.98: Student-t's interval (12.7 standard errors) runs past 0 and 1; the
+    mean of values in [0, 1] cannot, so the interval stops there. An unbounded column and one seed are left alone."""
+    frame = pd.DataFrame({"setting": "s", "forget_split": "f", "label": "m", "kind": "training", "x": 1.0,
+                          "forget_quality": [0.05, 0.98], "forget_truth_ratio": [0.2, 3.0]})
+    row = report.seed_mean(frame, ["forget_quality", "forget_truth_ratio"]).iloc[0]
+    raw = stats.seed_interval(np.array([0.05, 0.98]), level=report.LEVEL)
+    assert raw.low < 0 and raw.high > 1  # what the clip removes
+    assert row["forget_quality"] == pytest.approx(0.515)
+    assert (row["forget_quality_seed_low"], row["forget_quality_seed_high"]) == (0.0, 1.0)
+    truth = stats.seed_interval(np.array([0.2, 3.0]), level=report.LEVEL)
+    assert row["forget_truth_ratio_seed_low"] == 0.0 and row["forget_truth_ratio_seed_high"] == pytest.approx(truth.high)
+    single = report.seed_mean(frame.head(1), ["forget_quality"]).iloc[0]
+    assert math.isnan(single["forget_quality_seed_low"]) and math.isnan(single["forget_quality_seed_high"])
