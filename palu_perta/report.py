@@ -405,9 +405,8 @@ def tables_markdown(name: str, frame: pd.DataFrame, best: pd.DataFrame, matched:
     n_forget = int(frame["n_forget"].iloc[0])
     lines = [f"# Study `{name}`", "",
              f"{len(frame)} evaluated models; seeds {', '.join(map(str, seeds)) or '(no method cell yet)'}; "
-             f"{n_forget} forget answers per "
-             f"forget set. Intervals: 95 %, Student-t over seeds (none with one seed); reference models: "
-             f"bootstrap over items.", ""]
+             f"{n_forget} forget answers per forget set. Intervals: 95 %, Student-t over seeds (none with one seed; "
+             f"clipped to the range a metric can take); reference models: bootstrap over items.", ""]
     lines += ["## Best forget quality per method (as the papers report it)", "",
               "| setting | split | method | seeds | FQ | MU | forget ROUGE-L |", "|---|---|---|---|---|---|---|"]
     for _, r in refs.iterrows():
