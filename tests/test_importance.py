@@ -302,3 +302,32 @@ def test_the_bias_notes_quote_the_committed_measurement():
     assert f"(median ratio {real['plain']['median_ratio']:.2f}, {percent(real['plain']['share_w_above_half'])}" in section
     assert f"({real['size_matched']['median_ratio']:.2f}, {percent(real['size_matched']['share_w_above_half'])})" in section
     assert f"overlap by only {percent(real['top1_overlap'])}" in section
+
+
+def test_the_bias_notes_quote_the_measurement_at_the_target():
+    """The target's section of benchmarks/NOTES.md quotes the table of its committed record and the numbers of its
+    prose; notebook 04 checks the same numbers and that the record's weights are its own."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    record = root / "benchmarks" / "results" / "importance_bias_cpu_target.json"
+    if not record.is_file():
+        pytest.skip("no committed bias record at the target")
+    spec = importlib.util.spec_from_file_location("importance_bias", root / "benchmarks" / "importance_bias.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = json.loads(record.read_text())
+    notes = (root / "benchmarks" / "NOTES.md").read_text()
+    assert bench.table(result) in notes, "benchmarks/NOTES.md's target bias table differs from the record"
+    section = " ".join(notes[notes.index("### At the target model"):notes.index("## The cpu study's time")].split())
+    null, real = result["null"][0], result["real"]
+    quoted = {f"median ratio of {null['plain']['median_ratio']:.2f} and mean w {null['plain']['mean_w']:.3f}",
+              f"median ratio {null['size_matched']['median_ratio']:.2f}, mean w {null['size_matched']['mean_w']:.3f}",
+              f"the two give {real['plain']['median_ratio']:.2f} and {real['size_matched']['median_ratio']:.2f}",
+              f"{real['plain']['median_ratio'] / null['plain']['median_ratio']:.2f} and "
+              f"{real['size_matched']['median_ratio'] / null['size_matched']['median_ratio']:.2f} times their own nulls",
+              f"overlap by only {real['top1_overlap'] * 100:.0f} %"}
+    for phrase in quoted:
+        assert phrase in section, phrase
