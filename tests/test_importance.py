@@ -329,5 +329,8 @@ def test_the_bias_notes_quote_the_measurement_at_the_target():
               f"{real['plain']['median_ratio'] / null['plain']['median_ratio']:.2f} and "
               f"{real['size_matched']['median_ratio'] / null['size_matched']['median_ratio']:.2f} times their own nulls",
               f"overlap by only {real['top1_overlap'] * 100:.0f} %"}
+    base = root / "benchmarks" / "results" / "importance_bias_cpu_base.json"
+    if base.is_file():  # the comparison with the base model's null split
+        quoted.add(f"than at the base model ({json.loads(base.read_text())['null'][0]['plain']['median_ratio']:.2f} there)")
     for phrase in quoted:
         assert phrase in section, phrase
