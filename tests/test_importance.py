@@ -1,7 +1,10 @@
 """Tests of palu_perta.importance against a plain autograd loop, on a tiny random Llama and hand-made
 right-padded batches."""
 
+import importlib.util
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -275,23 +278,29 @@ def test_the_bias_benchmark_computes_both_importances_in_one_pass(monkeypatch):
         torch.testing.assert_close(direct_grouped[name], grouped[name])
 
 
-def test_the_bias_notes_quote_the_committed_measurement():
-    """benchmarks/NOTES.md quotes the table benchmarks/importance_bias.py prints from its committed record, and
-    the numbers of its prose (a rerun that moves them fails here, naming the file to rewrite)."""
-    import importlib.util
-    import json
-    from pathlib import Path
+ROOT = Path(__file__).resolve().parents[1]
 
-    root = Path(__file__).resolve().parents[1]
-    record = root / "benchmarks" / "results" / "importance_bias_cpu_base.json"
+
+def _bias_record_and_notes(at: str) -> tuple[dict, str]:
+    """The committed record of ``benchmarks/importance_bias.py --profile cpu --at AT`` and benchmarks/NOTES.md,
+    after checking that NOTES.md holds the table the script prints from that record (skips without a record)."""
+    record = ROOT / "benchmarks" / "results" / f"importance_bias_cpu_{at}.json"
     if not record.is_file():
-        pytest.skip("no committed bias record")
-    spec = importlib.util.spec_from_file_location("importance_bias", root / "benchmarks" / "importance_bias.py")
+        pytest.skip(f"no committed bias record at the {at} model")
+    spec = importlib.util.spec_from_file_location("importance_bias", ROOT / "benchmarks" / "importance_bias.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     result = json.loads(record.read_text())
-    notes = (root / "benchmarks" / "NOTES.md").read_text()
-    assert bench.table(result) in notes, "benchmarks/NOTES.md's bias table differs from the record: paste the new one"
+    notes = (ROOT / "benchmarks" / "NOTES.md").read_text()
+    assert bench.table(result) in notes, f"benchmarks/NOTES.md's bias table at the {at} model differs from the " \
+        "record: paste the new one"
+    return result, notes
+
+
+def test_the_bias_notes_quote_the_committed_measurement():
+    """benchmarks/NOTES.md quotes the table benchmarks/importance_bias.py prints from its committed record, and
+    the numbers of its prose (a rerun that moves them fails here, naming the file to rewrite)."""
+    result, notes = _bias_record_and_notes("base")
     null, real = result["null"][0], result["real"]
     quoted = {"w's global mean is": null["plain"]["mean_w"], "I_f / I_r": null["plain"]["median_ratio"],
               "mean w": null["size_matched"]["mean_w"], "median ratio": null["size_matched"]["median_ratio"]}
@@ -307,20 +316,7 @@ def test_the_bias_notes_quote_the_committed_measurement():
 def test_the_bias_notes_quote_the_measurement_at_the_target():
     """The target's section of benchmarks/NOTES.md quotes the table of its committed record and the numbers of its
     prose; notebook 04 checks the same numbers and that the record's weights are its own."""
-    import importlib.util
-    import json
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    record = root / "benchmarks" / "results" / "importance_bias_cpu_target.json"
-    if not record.is_file():
-        pytest.skip("no committed bias record at the target")
-    spec = importlib.util.spec_from_file_location("importance_bias", root / "benchmarks" / "importance_bias.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    result = json.loads(record.read_text())
-    notes = (root / "benchmarks" / "NOTES.md").read_text()
-    assert bench.table(result) in notes, "benchmarks/NOTES.md's target bias table differs from the record"
+    result, notes = _bias_record_and_notes("target")
     section = " ".join(notes[notes.index("### At the target model"):notes.index("## The cpu study's time")].split())
     null, real = result["null"][0], result["real"]
     quoted = {f"median ratio of {null['plain']['median_ratio']:.2f} and mean w {null['plain']['mean_w']:.3f}",
@@ -329,7 +325,7 @@ def test_the_bias_notes_quote_the_measurement_at_the_target():
               f"{real['plain']['median_ratio'] / null['plain']['median_ratio']:.2f} and "
               f"{real['size_matched']['median_ratio'] / null['size_matched']['median_ratio']:.2f} times their own nulls",
               f"overlap by only {real['top1_overlap'] * 100:.0f} %"}
-    base = root / "benchmarks" / "results" / "importance_bias_cpu_base.json"
+    base = ROOT / "benchmarks" / "results" / "importance_bias_cpu_base.json"
     if base.is_file():  # the comparison with the base model's null split
         quoted.add(f"than at the base model ({json.loads(base.read_text())['null'][0]['plain']['median_ratio']:.2f} there)")
     for phrase in quoted:
