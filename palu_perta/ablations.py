@@ -1,9 +1,11 @@
 """The ablations of notebook 07: one choice of PALU or PerTA changed at a time, the rest as in 06 / 05.
 
 PALU (``palu_ablation``): every variant is an unlearning run from the target with notebook 06's budget
-and :data:`~palu_perta.config.PALU_HYPER` with one axis of :data:`PALU_AXES` changed, then the full
-metric suite. The default point is notebook 06's own PALU run (same cache entry), and two axes that
-name the same loss (K = |V| and the "onset x full" cell of the scope grid) share one run.
+and :data:`~palu_perta.config.PALU_HYPER` (the authors' released configuration: K = 1 on every sensitive
+token, alpha = 1) with one axis of :data:`PALU_AXES` changed, then the full metric suite. The default point is
+notebook 06's own PALU run (same cache entry); it sits on every axis (:func:`default_value`), and points of two
+axes that name the same loss share one run: the default, once per axis; K = |V| and the "sensitive x full"
+cell of the scope grid; N = 3 and the "onset x topk" cell.
 
 PerTA (``perta_ablation``): every variant changes one choice of PerTA-grad (:data:`PERTA_AXES`: the
 exponent p, the share of examples behind the importances, where they are evaluated, or w replaced by a
@@ -29,26 +31,40 @@ import pandas as pd
 from . import perta, pipeline
 from .artifacts import atomic_write_json, cached
 from .config import PALU_HYPER, Profile, unlearn_budget
+from .losses import LOSSES
 from .models import load_model
 from .unlearn import UnlearnConfig, unlearned_model
 
 # metric keys every ablation row carries (open-unlearning's names)
 KEYS = ("forget_quality", "model_utility", "forget_Q_A_ROUGE", "exact_memorization", "privleak")
 
-# PALU: axis -> values ("V" is the full vocabulary, -1 every sensitive token). "scope" is the paper's
-# 2 x 2: temporal scope (onset tokens / every answer token) x vocabulary scope (top-K / full vocabulary).
-# "lr_scale" multiplies the profile's unlearning learning rate (cpu: 5e-5 -> 1e-5, 2e-5, 5e-5, the ends of
-# the authors' sweep) and "alpha" weighs the retain NLL and the KL on ordinary tokens (the authors sweep
-# 0.2-5): how hard PALU pushes, before what it pushes on.
+# PALU: axis -> values, each around PALU_HYPER (K = 1, every sensitive token, alpha 1). "lr_scale" multiplies the
+# profile's unlearning learning rate (cpu: 5e-5 -> 1e-5, 2e-5, 5e-5, the ends of the authors' sweep) and "alpha"
+# weighs the retain NLL and the KL on ordinary tokens (the authors sweep 0.2-5): how hard PALU pushes, before what
+# it pushes on. "top_k": K, with "V" the full vocabulary (vocab="full"); 1 is the default and 1000 the next point of
+# the authors' sweep (their 5000 and 10000, a sixth and a third of their Llama-2's 32000-token vocabulary, lie
+# between 1000 and V); 10 and 50 fill the gap their sweep leaves below 1000 (50 is the value of the paper's
+# secondary notes, the package's default before it took the authors' configuration). "first_n":
+# N onset tokens per sensitive run (temporal "onset"; 1, 2, 3, 5 from the authors' sweep, 3 palu_loss's default),
+# -1 = "all", every sensitive token: the default itself. "scope" is the paper's 2 x 2, temporal scope (onset
+# tokens, N = 3 / every answer token) x vocabulary scope (top-K / the full vocabulary), with the default's
+# temporal scope (every sensitive token) as a third row: "sensitive x topk" is the default and "sensitive x full"
+# is K = V, so the row costs no run. Caution: at the default K = 1 the "topk_mean" target (c_t = the top-1 logit
+# itself) and the "entropy" form (the entropy of one logit) make the forget term 0 at every position, so those two
+# runs train on the retain NLL and the KL alone (tests/test_ablations.py checks it).
 PALU_AXES: dict[str, list[Any]] = {
     "lr_scale": [0.2, 0.4, 1.0],
     "alpha": [0.2, 1.0, 5.0],
     "top_k": [1, 10, 50, 1000, "V"],
     "first_n": [1, 2, 3, 5, -1],
     "target": ["full_mean", "topk_mean", "fixed"],
-    "scope": [("onset", "topk"), ("onset", "full"), ("answer", "topk"), ("answer", "full")],
+    "scope": [("onset", "topk"), ("onset", "full"), ("sensitive", "topk"), ("sensitive", "full"),
+              ("answer", "topk"), ("answer", "full")],
     "form": ["squared", "entropy"],
 }
+# the paper's own 2 x 2 among the scope axis' values (its claim: onset x top-K is the best of these four)
+PALU_SCOPE_2X2: tuple[tuple[str, str], ...] = (("onset", "topk"), ("onset", "full"), ("answer", "topk"),
+                                               ("answer", "full"))
 
 # PerTA: axis -> values. Each axis contains PerTA-grad's own choice (p 1, every example, importances at the
 # target, PerTA's w), which is notebook 05's PerTA-grad.
@@ -61,34 +77,54 @@ PERTA_AXES: dict[str, list[Any]] = {
 
 
 def palu_hyper(axis: str, value: Any) -> dict[str, Any]:
-    """PALU's hyperparameters with one axis changed; keys equal to the loss's defaults are left out, so
-    the default point is exactly :data:`PALU_HYPER` (notebook 06's run) and equal losses share a run."""
+    """PALU's hyperparameters with one axis changed: :data:`PALU_HYPER` updated with the axis' change. A key
+    that PALU_HYPER sets is overwritten; a key it leaves to the loss is added only when the value differs from
+    :func:`~palu_perta.losses.palu_loss`'s default. So equal losses give equal dicts and share one cached run:
+    the default point is exactly :data:`PALU_HYPER` (notebook 06's run) on every axis (N = "all" included:
+    every sensitive token is the default's temporal scope), and N = 3 (the loss's default) is the dict of the
+    "onset x topk" scope cell.
+
+    ``first_n`` N >= 1 means temporal "onset" with N tokens per sensitive run, -1 every sensitive token;
+    ``top_k`` "V" means the full vocabulary; ``scope`` takes (temporal, vocabulary) pairs."""
     if axis not in PALU_AXES:
         raise ValueError(f"unknown PALU axis {axis!r}; use one of {list(PALU_AXES)}")
-    hyper = dict(PALU_HYPER)
     if axis == "lr_scale":
-        pass  # the optimiser's budget changes, not the loss: see palu_budget
+        change: dict[str, Any] = {}  # the optimiser's budget changes, not the loss: see palu_budget
     elif axis == "alpha":
-        hyper["alpha"] = float(value)
+        change = {"alpha": float(value)}
     elif axis == "top_k":
-        if value == "V":
-            hyper["vocab"] = "full"
-        else:
-            hyper["top_k"] = int(value)
+        change = {"vocab": "full"} if value == "V" else {"top_k": int(value)}
     elif axis == "first_n":
-        hyper["first_n"] = int(value)
+        if int(value) == -1:
+            change = {"temporal": "sensitive"}  # every sensitive token (onset_mask with first_n = -1 is the same mask)
+        elif int(value) >= 1:
+            change = {"temporal": "onset", "first_n": int(value)}
+        else:
+            raise ValueError(f"first_n must be a positive integer or -1 (every sensitive token), got {value!r}")
     elif axis == "target":
-        if value != "full_mean":
-            hyper["target"] = value
+        change = {"target": value}
     elif axis == "scope":
         temporal, vocab = value
-        if temporal != "onset":
-            hyper["temporal"] = temporal
-        if vocab != "topk":
-            hyper["vocab"] = vocab
-    elif value != "squared":
-        hyper["form"] = value
+        change = {"temporal": temporal, "vocab": vocab}
+    else:
+        change = {"form": value}
+    defaults = LOSSES["palu"].defaults
+    hyper = dict(PALU_HYPER)
+    hyper.update({k: v for k, v in change.items() if k in PALU_HYPER or v != defaults[k]})
     return hyper
+
+
+def default_value(axis: str) -> Any:
+    """The value of ``axis`` (in :data:`PALU_AXES`) that is the default point: PALU_HYPER and notebook 06's budget
+    (e.g. 1 on ``top_k``, -1 on ``first_n``, ("sensitive", "topk") on ``scope``)."""
+    if axis not in PALU_AXES:
+        raise ValueError(f"unknown PALU axis {axis!r}; use one of {list(PALU_AXES)}")
+    found = [v for v in PALU_AXES[axis] if palu_hyper(axis, v) == PALU_HYPER
+             and (axis != "lr_scale" or float(v) == 1.0)]  # the learning rate's scale: 1 is the budget's own
+    if len(found) != 1:
+        raise ValueError(f"PALU axis {axis!r} holds the default point {len(found)} times ({found}); "
+                         "PALU_AXES must hold it exactly once")
+    return found[0]
 
 
 def palu_budget(profile: Profile, axis: str, value: Any) -> dict[str, Any]:
@@ -100,6 +136,7 @@ def palu_budget(profile: Profile, axis: str, value: Any) -> dict[str, Any]:
 
 
 def value_label(axis: str, value: Any) -> str:
+    """How a value of a PALU axis is shown (a row's ``value``): "0.2x", "onset x topk", "all" for N = -1."""
     if axis == "lr_scale":
         return f"{value:g}x"
     if axis == "scope":
@@ -243,5 +280,5 @@ def on_front(forget_quality: Sequence[float], model_utility: Sequence[float]) ->
     return [not any(f2 >= f and m2 >= m and (f2 > f or m2 > m) for f2, m2 in points) for f, m in points]
 
 
-__all__ = ["KEYS", "PALU_AXES", "PERTA_AXES", "palu_hyper", "palu_budget", "value_label", "palu_ablation",
+__all__ = ["KEYS", "PALU_AXES", "PALU_SCOPE_2X2", "PERTA_AXES", "palu_hyper", "default_value", "palu_budget", "value_label", "palu_ablation",
            "perta_variant", "forgetting_lambda", "perta_ablation", "on_front"]

@@ -722,7 +722,8 @@ def _logits(model: torch.nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
 
 
 def _forget_term(logits: Tensor, batch: Mapping[str, Tensor], ref_logits: Tensor) -> Tensor:
-    """PALU's L_forget at the defaults (K = 50, N = 3, c_t the full-vocabulary mean), nothing else."""
+    """PALU's L_forget at palu_loss's own defaults (K = 50, N = 3 onset tokens, c_t the full-vocabulary mean; not
+    config.PALU_HYPER, the authors' configuration the notebooks train with), nothing else."""
     return palu_loss(ModelIO(logits, batch, ref_logits), None, ns_constraint="none", alpha=0.0).loss
 
 

@@ -422,6 +422,53 @@ Form = Literal["squared", "entropy"]
 NsConstraint = Literal["kl", "nll", "none"]
 
 
+def palu_forget_mask(token_classes: Tensor, hyper: Mapping[str, Any] | None = None) -> Tensor:
+    """The positions PALU's forget term acts on under the hyperparameters ``hyper``: bool, the shape of
+    ``token_classes`` ([B, L], already shifted: position t predicts token t + 1).
+
+    ``temporal`` and ``first_n`` decide it ("onset": the first ``first_n`` of each sensitive run,
+    :func:`onset_mask`; "sensitive": every sensitive position; "answer": every answer position); a key that
+    ``hyper`` leaves out takes :func:`palu_loss`'s default, and its other keys (``top_k``, ``alpha``...) do
+    not matter here, so a notebook passes the dict it trains with. :func:`palu_loss` takes its forget
+    positions from the same code, so the two cannot disagree.
+    """
+    settings = _palu_settings(hyper)
+    return _forget_mask(token_classes, settings["temporal"], settings["first_n"])
+
+
+def palu_onset_length(hyper: Mapping[str, Any] | None = None) -> int:
+    """N, the sensitive tokens per run PALU's forget term acts on under ``hyper`` (keys left out take
+    :func:`palu_loss`'s defaults): ``first_n`` with temporal "onset", -1 (every sensitive token, as
+    :func:`onset_mask` writes it) with "sensitive". A ValueError for "answer", which is no choice of sensitive
+    tokens (it acts on every answer token)."""
+    settings = _palu_settings(hyper)
+    if settings["temporal"] == "answer":
+        raise ValueError("temporal='answer' acts on every answer token: it has no onset length N; use temporal "
+                         "'onset' (first_n = N) or 'sensitive' (N = -1)")
+    return int(settings["first_n"]) if settings["temporal"] == "onset" else -1
+
+
+def _palu_settings(hyper: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``hyper`` over :func:`palu_loss`'s defaults, its names, ``first_n`` and ``temporal`` checked."""
+    defaults = {p.name: p.default for p in inspect.signature(palu_loss).parameters.values()
+                if p.kind is p.KEYWORD_ONLY}
+    unknown = set(hyper or {}) - set(defaults)
+    if unknown:
+        raise ValueError(f"palu has no hyperparameter(s) {sorted(unknown)}; it takes {sorted(defaults)}")
+    settings = {**defaults, **(hyper or {})}
+    _check_first_n(settings["first_n"])
+    _check_choice("temporal", settings["temporal"], ("onset", "sensitive", "answer"))
+    return settings
+
+
+def _forget_mask(classes: Tensor, temporal: str, first_n: int) -> Tensor:
+    if temporal == "onset":
+        return onset_mask(classes, first_n)
+    if temporal == "sensitive":
+        return classes == SENSITIVE
+    return classes != PROMPT
+
+
 def palu_loss(
     forget: ModelIO,
     retain: ModelIO | None,
@@ -453,7 +500,8 @@ def palu_loss(
     L_forget is the mean over forget positions (0 when there are none). L_ns is taken at ordinary
     positions (none when ``temporal="answer"``): KL(p_theta || p_ref) ("kl"), the NLL of the reference
     argmax token ("nll") or 0 ("none"). Sensitive tokens outside the forget positions get no loss.
-    L_retain is the answer NLL on ``retain``. terms: forget, retain, ns.
+    L_retain is the answer NLL on ``retain``. terms: forget, retain, ns. :func:`palu_forget_mask` gives the
+    forget positions for a dict of these hyperparameters.
     """
     logits, _, classes = shifted(forget.logits, forget.batch)
     vocab_size = logits.size(-1)
@@ -473,12 +521,7 @@ def palu_loss(
     needs_ref = vocab == "topk" or ns_constraint != "none"
     ref = _reference(forget, "palu")[:, :-1] if needs_ref else None
 
-    if temporal == "onset":
-        forget_mask = onset_mask(classes, first_n)
-    elif temporal == "sensitive":
-        forget_mask = classes == SENSITIVE
-    else:
-        forget_mask = classes != PROMPT
+    forget_mask = _forget_mask(classes, temporal, first_n)  # as palu_forget_mask gives it
     ns_mask = (classes == ORDINARY) & ~forget_mask
 
     z = logits[forget_mask].float()  # [n, V]

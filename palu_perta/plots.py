@@ -13,9 +13,10 @@ log-scale forget-quality axis, the values forget quality can take for the forget
 and moves in steps: :func:`palu_perta.stats.ks_pvalue_lattice`).
 
 The two methods drawn (notebook 00, the README): :func:`palu_example` computes, with the loss's own
-encoding and ``onset_mask``, what :func:`palu_schematic` draws (an answer's tokens, its sensitive spans and
-onsets, and the top-K logits at one onset); :func:`perta_slice` takes a block of one weight matrix from a
-task vector and PerTA's weights, and :func:`perta_schematic` draws tau, w and the update -lambda (w ⊙ tau).
+encoding and ``palu_forget_mask``, what :func:`palu_schematic` draws (an answer's tokens, its sensitive spans
+and the positions the forget term acts on, and the top-K logits at one of them); :func:`perta_slice` takes a
+block of one weight matrix from a task vector and PerTA's weights, and :func:`perta_schematic` draws tau, w
+and the update -lambda (w ⊙ tau).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from matplotlib.patches import ConnectionPatch
 from matplotlib.text import Text
 
 from . import stats
-from .losses import onset_mask
+from .losses import LOSSES, palu_forget_mask, palu_onset_length
 from .paths import figures_dir, profile_folder
 from .tokenization import ORDINARY, PROMPT, SENSITIVE, Collator, encode_qa, pad_id
 
@@ -227,11 +228,12 @@ def draw_tokens(
     return boxes
 
 
-def class_legend(ax: plt.Axes, with_onset: bool = False) -> None:
-    """A legend for :func:`draw_tokens`' colours."""
+def class_legend(ax: plt.Axes, with_onset: bool = False, onset_label: str = "onset") -> None:
+    """A legend for :func:`draw_tokens`' colours (``onset_label``: what the outline marks)."""
     handles = [plt.Rectangle((0, 0), 1, 1, color=CLASS_COLOURS[c], label=CLASS_NAMES[c]) for c in CLASS_NAMES]
     if with_onset:
-        handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor=ONSET_COLOUR, linewidth=2, label="onset"))
+        handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor=ONSET_COLOUR, linewidth=2,
+                                     label=onset_label))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
 
 
@@ -365,20 +367,40 @@ def mark_fq_lattice(ax: plt.Axes, n_forget: int, n_retain: int | None = None, *,
 # ----------------------------------------------------------------------------- the methods, drawn
 
 
-def palu_example(model: Any, tokenizer: Any, record: dict, *, first_n: int = 3, top_k: int = 50,
-                 which: int = 0) -> dict[str, Any]:
+def onset_words(first_n: int) -> str:
+    """Which sensitive tokens PALU's forget term acts on, in words, for a figure's title: "the first N = 3 tokens
+    of each sensitive span", or "every sensitive token" for ``first_n = -1`` (the authors' configuration)."""
+    return "every sensitive token" if first_n == -1 else f"the first N = {first_n} tokens of each sensitive span"
+
+
+def palu_example(model: Any, tokenizer: Any, record: dict, hyper: Mapping[str, Any] | None = None, *,
+                 first_n: int | None = None, top_k: int | None = None, which: int = 0) -> dict[str, Any]:
     """What :func:`palu_schematic` draws for one forget record, computed as PALU's loss computes it.
 
     ``encode_qa`` gives the answer tokens and their classes (the record's ``target_words`` spans mapped
-    through the tokenizer's offsets), ``losses.onset_mask`` the onset positions on the shifted classes
-    (position t predicts token t + 1), and ``model`` the logits at the ``which``-th onset position: its
-    top-``top_k`` (as the frozen reference ranks them) and their mean over the whole vocabulary, c_t.
+    through the tokenizer's offsets), ``losses.palu_forget_mask`` the positions the forget term acts on, on the
+    shifted classes (position t predicts token t + 1), and ``model`` the logits at the ``which``-th of them: its
+    top-K (as the frozen reference ranks them) and their mean over the whole vocabulary, c_t.
+
+    ``hyper``: PALU's hyperparameters (e.g. ``config.PALU_HYPER``; a key left out takes ``palu_loss``'s default):
+    its ``temporal`` / ``first_n`` choose the positions and its ``top_k`` is K. ``first_n`` (N onset tokens per
+    sensitive span, temporal "onset"; -1: every sensitive token) and ``top_k``, when given, replace them.
     Returns the keyword arguments of :func:`palu_schematic`; ``onset`` and ``position`` index the answer
-    tokens (EOS included), ``onset[i]`` telling whether answer token i is an onset token.
+    tokens (EOS included), ``onset[i]`` telling whether the forget term acts on answer token i, and ``first_n``
+    is N (-1 when it acts on every sensitive token).
     """
+    settings = {**LOSSES["palu"].defaults, **(hyper or {})}
+    if first_n is not None:
+        settings.update(temporal="onset", first_n=first_n)
+    if top_k is not None:
+        settings.update(top_k=top_k, vocab="topk")
+    if settings["temporal"] == "answer" or settings["vocab"] != "topk":
+        raise ValueError(f"palu_example draws PALU on sensitive tokens and its top-K candidates; temporal="
+                         f"{settings['temporal']!r}, vocab={settings['vocab']!r} is not such a setting (use temporal "
+                         "'onset' or 'sensitive' and vocab 'topk')")
     example = encode_qa(tokenizer, record["question"], record["answer"], record.get("target_words"))
     batch = Collator(pad_id(tokenizer))([example])
-    onset = onset_mask(batch["token_classes"][:, 1:], first_n)[0]  # [T - 1]: position t predicts t + 1
+    onset = palu_forget_mask(batch["token_classes"][:, 1:], settings)[0]  # [T - 1]: position t predicts t + 1
     positions = onset.nonzero()[:, 0].tolist()
     if not positions:
         raise ValueError("the record's answer has no sensitive token: nothing for PALU to act on")
@@ -387,7 +409,7 @@ def palu_example(model: Any, tokenizer: Any, record: dict, *, first_n: int = 3, 
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
                        use_cache=False).logits[0, pos].float().cpu()
-    top = logits.topk(top_k)
+    top = logits.topk(settings["top_k"])
     start = example["prompt_length"]
     return {
         "tokens": [tokenizer.decode([i]) for i in example["input_ids"][start:]],
@@ -398,7 +420,7 @@ def palu_example(model: Any, tokenizer: Any, record: dict, *, first_n: int = 3, 
         "logits": top.values.tolist(),
         "vocab_mean": float(logits.mean()),
         "true_rank": next((r for r, i in enumerate(top.indices.tolist()) if i == example["input_ids"][pos + 1]), None),
-        "first_n": first_n,
+        "first_n": palu_onset_length(settings),
     }
 
 
@@ -406,8 +428,9 @@ def palu_schematic(tokens: Sequence[str], classes: Sequence[int], onset: Sequenc
                    candidates: Sequence[str], logits: Sequence[float], vocab_mean: float,
                    true_rank: int | None = None, first_n: int = 3, shown: int = 12,
                    model_name: str = "the model") -> plt.Figure:
-    """PALU on one answer: its tokens (sensitive spans in red, onset tokens outlined) and, for the onset
-    token at ``position``, the logits of its top-K candidates drawn from the vocabulary mean c_t.
+    """PALU on one answer: its tokens (sensitive spans in red, the tokens the forget term acts on outlined: the
+    onsets, or every sensitive token for ``first_n = -1``) and, for the token at ``position``, the logits of its
+    top-K candidates drawn from the vocabulary mean c_t.
 
     Inputs as :func:`palu_example` returns them (``logits``: the K largest, in decreasing order;
     ``true_rank``: where the answer's own token is among them). The first ``shown`` candidates are drawn.
@@ -418,9 +441,10 @@ def palu_schematic(tokens: Sequence[str], classes: Sequence[int], onset: Sequenc
     grid = fig.add_gridspec(2, 3, height_ratios=[1.0, 1.5], width_ratios=[0.12, 1, 0.12], hspace=0.45)
     ax_tokens, ax_logits = fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, 1])
     boxes = draw_tokens(ax_tokens, tokens, classes, onset, width=70)
-    class_legend(ax_tokens, with_onset=True)
-    ax_tokens.set_title(f"1. the answer's tokens: sensitive spans in red; outlined, the onsets (first N = {first_n} "
-                        "tokens of each span), the only positions PALU's forget term acts on", fontsize=9, loc="left")
+    class_legend(ax_tokens, with_onset=True, onset_label="onset" if first_n != -1 else "forget term")
+    outlined = f"the onsets ({onset_words(first_n)})" if first_n != -1 else onset_words(first_n)
+    ax_tokens.set_title(f"1. the answer's tokens: sensitive spans in red; outlined, {outlined}, the only positions "
+                        "PALU's forget term acts on", fontsize=9, loc="left")
 
     n = min(shown, k)
     heights = [z - vocab_mean for z in logits[:n]]
@@ -431,12 +455,13 @@ def palu_schematic(tokens: Sequence[str], classes: Sequence[int], onset: Sequenc
     ax_logits.annotate("", xy=(0, vocab_mean + 0.3 * heights[0]), xytext=(0, vocab_mean + 0.95 * heights[0]),
                        arrowprops=dict(arrowstyle="-|>", color="black", lw=1.5))
     ax_logits.set_xticks(range(n), [repr(c) for c in candidates[:n]], rotation=45, ha="right", fontsize=8)
-    ax_logits.set_xlim(-0.6, n - 0.4)
+    ax_logits.set_xlim(-0.6, max(n, 3) - 0.4)  # K = 1 (the authors' K): one bar a third of the panel wide
     ax_logits.set_ylabel("logit z")
     more = f" (the first {n} drawn)" if k > n else ""
     truth = (f"red: the answer's own token {tokens[position]!r}" if true_rank is not None and true_rank < n
              else f"the answer's own token {tokens[position]!r} is not among these")
-    ax_logits.set_title(f"2. at the onset {tokens[position]!r}: the top-K = {k} logits of {model_name}{more};\n"
+    where = "the onset" if first_n != -1 else "the sensitive token"
+    ax_logits.set_title(f"2. at {where} {tokens[position]!r}: the top-K = {k} logits of {model_name}{more};\n"
                         f"{truth}. PALU pulls each of the K towards c_t", fontsize=9, loc="left")
     top_value = max(logits[0], vocab_mean)
     ax_logits.set_ylim(vocab_mean - 0.12 * (top_value - vocab_mean) - 0.1, top_value + 0.08 * (top_value - vocab_mean) + 0.1)
@@ -444,7 +469,8 @@ def palu_schematic(tokens: Sequence[str], classes: Sequence[int], onset: Sequenc
     fig.add_artist(ConnectionPatch(xyA=(box.get_x() + box.get_width() / 2, box.get_y()), coordsA=ax_tokens.transData,
                                    xyB=(-0.02, 1.12), coordsB=ax_logits.transAxes, arrowstyle="-|>",
                                    color=ONSET_COLOUR, lw=1.2))
-    fig.suptitle(r"PALU: $L_\mathrm{forget} = \mathrm{mean}_{t\,\in\,\mathrm{onsets}}\ \frac{1}{K}"
+    positions = r"\mathrm{onsets}" if first_n != -1 else r"\mathrm{sensitive}"
+    fig.suptitle(r"PALU: $L_\mathrm{forget} = \mathrm{mean}_{t\,\in\," + positions + r"}\ \frac{1}{K}"
                  r"\sum_{i\,\in\,\mathrm{top}\text{-}K_\mathrm{ref}(t)} (z_{t,i} - c_t)^2$", fontsize=13, y=1.0)
     return fig
 

@@ -32,6 +32,12 @@ def _row(model: str, notebook: str, summary: dict[str, Any], setting: str = "") 
     return {"model": model, "notebook": notebook, "setting": setting, **{k: summary.get(k) for k in COLUMNS}}
 
 
+def hyper_text(hyper: dict[str, Any]) -> str:
+    """A loss's hyperparameters as the table's ``setting`` names them, e.g. "top_k 1, temporal sensitive, alpha 1"."""
+    return ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k} {v}"
+                     for k, v in hyper.items())
+
+
 def best_on_grid(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The sweep row with the highest forget quality; ties go to the higher model utility."""
     return max(rows, key=lambda r: (r["forget_quality"], r["model_utility"]))
@@ -75,7 +81,7 @@ def results_table(profile: Profile, methods: tuple[str, ...] = UNLEARN_METHODS, 
         evaluation = pipeline.evaluation(profile, path, bench, retain_eval, progress=progress)
         setting = f"{budget['epochs']:g} epochs, lr {budget['learning_rate']:g}"
         if hyper:
-            setting += ", " + ", ".join(f"{k} {v:g}" for k, v in hyper.items())
+            setting += ", " + hyper_text(hyper)
         spans = spans_provenance(path)
         if spans is not None and spans["source"] != "labels":  # the row says when PALU's spans were not labels
             setting += f", spans {spans['source']}" + (f" (margin {spans['margin']:g})" if "margin" in spans else "")

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from palu_perta import ablations, perta
+from palu_perta import ablations, perta, study
 from palu_perta.config import PALU_HYPER, get_profile, unlearn_budget
-from palu_perta.losses import LOSSES
+from palu_perta.losses import LOSSES, onset_mask, palu_forget_mask, palu_loss
 from palu_perta.models import load_model
 from palu_perta.unlearn import UnlearnConfig
 from tests.test_perta import setup  # noqa: F401 - the fixture: tiny target / retain, fresh artifacts
@@ -18,27 +18,83 @@ from tests.test_perta import setup  # noqa: F401 - the fixture: tiny target / re
 
 def test_palu_default_point_is_notebook_06s_run_and_equal_losses_share_a_run():
     profile = get_profile("cpu")
-    defaults = {axis for axis, values in ablations.PALU_AXES.items() for value in values
-                if ablations.palu_hyper(axis, value) == PALU_HYPER
-                and ablations.palu_budget(profile, axis, value) == unlearn_budget(profile)}
-    assert defaults == set(ablations.PALU_AXES), "every axis contains notebook 06's setting"
+    assert PALU_HYPER == {"top_k": 1, "temporal": "sensitive", "alpha": 1.0}, "the authors' released configuration"
+    assert study.PALU_AUTHORS is PALU_HYPER, "one definition: the study's PALU is the notebooks'"
+    # every axis holds the default point (PALU_HYPER with notebook 06's budget) exactly once
+    for axis, values in ablations.PALU_AXES.items():
+        defaults = [value for value in values if ablations.palu_hyper(axis, value) == PALU_HYPER
+                    and ablations.palu_budget(profile, axis, value) == unlearn_budget(profile)]
+        assert defaults == [ablations.default_value(axis)], axis
+    assert {axis: ablations.default_value(axis) for axis in ablations.PALU_AXES} == {
+        "lr_scale": 1.0, "alpha": 1.0, "top_k": 1, "first_n": -1, "target": "full_mean",
+        "scope": ("sensitive", "topk"), "form": "squared"}
     assert ablations.palu_budget(profile, "lr_scale", 0.2)["learning_rate"] == pytest.approx(1e-5)
-    assert ablations.palu_hyper("top_k", "V") == ablations.palu_hyper("scope", ("onset", "full"))
+
+    # N: "all" IS the default dict; N >= 1 is onset with N tokens, N = 3 (the loss's default) left to the loss
+    assert ablations.palu_hyper("first_n", -1) == PALU_HYPER and ablations.value_label("first_n", -1) == "all"
+    for n in (1, 2, 5):
+        assert ablations.palu_hyper("first_n", n) == {**PALU_HYPER, "temporal": "onset", "first_n": n}
+    assert ablations.palu_hyper("first_n", 3) == {**PALU_HYPER, "temporal": "onset"}
+    assert LOSSES["palu"].defaults["first_n"] == 3
+    assert ablations.palu_hyper("first_n", 3) == ablations.palu_hyper("scope", ("onset", "topk"))
+    with pytest.raises(ValueError, match="first_n must be a positive integer or -1"):
+        ablations.palu_hyper("first_n", 0)
+    # K: 1 is the default, V the full vocabulary, which is the "sensitive x full" cell
+    assert ablations.palu_hyper("top_k", 1) == PALU_HYPER
+    assert ablations.palu_hyper("top_k", 50) == {**PALU_HYPER, "top_k": 50}
+    assert ablations.palu_hyper("top_k", "V") == {**PALU_HYPER, "vocab": "full"}
+    assert ablations.palu_hyper("top_k", "V") == ablations.palu_hyper("scope", ("sensitive", "full"))
+    # the scope axis: the paper's 2 x 2 with "onset" explicit, and the default's row beside it
+    assert set(ablations.PALU_SCOPE_2X2) < set(ablations.PALU_AXES["scope"])
+    assert ablations.palu_hyper("scope", ("onset", "full")) == {**PALU_HYPER, "temporal": "onset", "vocab": "full"}
+    assert ablations.palu_hyper("scope", ("answer", "full")) == {**PALU_HYPER, "temporal": "answer", "vocab": "full"}
+    assert ablations.palu_hyper("scope", ("answer", "topk")) == {**PALU_HYPER, "temporal": "answer"}
+    assert ablations.palu_hyper("scope", ("sensitive", "topk")) == PALU_HYPER
+    assert ablations.palu_hyper("target", "fixed") == {**PALU_HYPER, "target": "fixed"}
+    assert ablations.palu_hyper("form", "entropy") == {**PALU_HYPER, "form": "entropy"}
+
     # every other point is a different loss, and a valid one
     points = {json.dumps(ablations.palu_hyper(a, v), sort_keys=True)
               for a, values in ablations.PALU_AXES.items() for v in values}
-    # 25 points: the default is one of each of the 7 axes, K = |V| is onset x full, and lr_scale changes the budget
-    assert len(points) == 16
+    # 27 points: the default is one of each of the 7 axes, N = 3 is onset x topk, K = |V| is sensitive x full,
+    # and lr_scale changes the budget (two more runs)
+    assert sum(len(values) for values in ablations.PALU_AXES.values()) == 27
+    assert len(points) == 17
     runs = {(json.dumps(ablations.palu_hyper(a, v), sort_keys=True), ablations.palu_budget(profile, a, v)["learning_rate"])
             for a, values in ablations.PALU_AXES.items() for v in values}
-    assert len(runs) == 18
+    assert len(runs) == 19
     for point in points:
         UnlearnConfig(method="palu", hyper=json.loads(point))  # known hyperparameter names
-    assert ablations.palu_hyper("first_n", -1)["first_n"] == -1
-    assert ablations.palu_hyper("scope", ("answer", "full")) == {**PALU_HYPER, "temporal": "answer", "vocab": "full"}
     assert set(LOSSES["palu"].defaults) >= {"temporal", "vocab", "target", "form"}
     with pytest.raises(ValueError, match="unknown PALU axis"):
         ablations.palu_hyper("learning_rate", 1e-5)
+    with pytest.raises(ValueError, match="unknown PALU axis"):
+        ablations.default_value("learning_rate")
+
+
+def test_at_the_default_k_1_the_topk_mean_target_and_the_entropy_form_have_no_forget_term():
+    """What PALU_AXES' comment warns: with K = 1, c_t = the top-K mean is the top logit itself and the entropy of one
+    logit is 0, so those two points of the target and form axes have a forget term of 0 (and no gradient from it)."""
+    from tests.test_losses import RANDOM_CLASSES, random_io
+
+    for axis, value in (("target", "topk_mean"), ("form", "entropy")):
+        io = random_io(RANDOM_CLASSES)
+        out = palu_loss(io, None, **{**ablations.palu_hyper(axis, value), "ns_constraint": "none", "alpha": 0.0})
+        out.loss.backward()
+        assert out.terms["forget"] == 0.0 and not io.logits.grad.any(), (axis, value)
+    io = random_io(RANDOM_CLASSES)  # the default itself does have one
+    assert palu_loss(io, None, **{**PALU_HYPER, "ns_constraint": "none", "alpha": 0.0}).terms["forget"] > 0
+
+
+def test_palu_first_n_all_is_the_defaults_forget_positions():
+    """N = "all" and the default act on the same positions (every sensitive token), and N = 3 on the onsets."""
+    classes = torch.tensor([[0, 0, 1, 2, 2, 2, 2, 1, 2, 2, 1]])
+    sensitive = classes == 2
+    assert torch.equal(palu_forget_mask(classes, PALU_HYPER), sensitive)
+    assert torch.equal(palu_forget_mask(classes, ablations.palu_hyper("first_n", -1)), sensitive)
+    assert torch.equal(palu_forget_mask(classes, {**PALU_HYPER, "temporal": "onset", "first_n": -1}), sensitive)
+    assert torch.equal(palu_forget_mask(classes, ablations.palu_hyper("first_n", 3)), onset_mask(classes, 3))
+    assert not torch.equal(onset_mask(classes, 3), sensitive)  # the run of four: the fourth is not an onset
 
 
 def test_on_front():
@@ -130,3 +186,44 @@ def test_forgetting_lambda_probes_the_variant_and_is_cached(setup, monkeypatch):
     other = ablations.forgetting_lambda(profile, bench, target, 0.25, "perta-grad", cfg, None, start=1.0)
     assert len(seen) > n and parts == ["constant", None] and other["lam"] == found["lam"], \
         "another control is another entry"
+
+
+def test_scope_figure_draws_the_defaults_row_between_the_2x2s_and_outlines_the_default():
+    """The scope heatmaps: rows onset / sensitive (the default's scope) / answer, the default cell outlined in red;
+    older data with the four cells of the 2 x 2 alone still draws, without an outline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from matplotlib.colors import to_hex
+
+    from palu_perta.figures.ablations import DEFAULT_COLOUR, palu_k_and_n, palu_scope
+
+    rows = [dict(zip(("temporal", "vocabulary"), value)) | {
+        "default": ablations.palu_hyper("scope", value) == PALU_HYPER, "forget_quality": 0.01 * (i + 1),
+        "model_utility": 0.4 + 0.01 * i} for i, value in enumerate(ablations.PALU_AXES["scope"])]
+    for cells, temporal, outlined in ((pd.DataFrame(rows), ["onset", "sensitive", "answer"], [(0, 1)]),
+                                      (pd.DataFrame(rows).drop(columns="default").iloc[[0, 1, 4, 5]],
+                                       ["onset", "answer"], [])):
+        fig = palu_scope(cells, "smoke")
+        try:
+            for ax in fig.axes[:2]:
+                assert [t.get_text() for t in ax.get_yticklabels()] == temporal
+                assert [t.get_text() for t in ax.get_xticklabels()] == ["topk", "full"]
+                red = [p.get_xy() for p in ax.patches if isinstance(p, plt.Rectangle)
+                       and to_hex(p.get_edgecolor()) == DEFAULT_COLOUR]
+                assert red == outlined
+        finally:
+            plt.close(fig)
+    axis_rows = pd.DataFrame({"value": ["1", "V"], "default": [True, False], "forget_quality": [0.1, 0.2],
+                              "forget_quality_low": [0.05, 0.1], "forget_quality_high": [0.2, 0.3],
+                              "model_utility": [0.4, 0.3], "model_utility_low": [0.35, 0.25],
+                              "model_utility_high": [0.45, 0.35]})
+    fig = palu_k_and_n({"top_k": axis_rows, "first_n": axis_rows.assign(value=["all", "3"])},
+                       ablations.default_value("top_k"), ablations.default_value("first_n"), (20, 20), 0.45, 0.44,
+                       "smoke")
+    try:
+        assert "K = 1, N = all" in fig._suptitle.get_text()
+    finally:
+        plt.close(fig)

@@ -24,7 +24,9 @@ from palu_perta.losses import (
     me_gd_loss,
     npo_loss,
     onset_mask,
+    palu_forget_mask,
     palu_loss,
+    palu_onset_length,
     pdu_loss,
     sequence_logprob,
     shifted,
@@ -244,6 +246,28 @@ def test_palu_temporal_answer_is_sensitive_with_every_answer_token_sensitive():
     sensitive = palu_loss(io_sensitive, retain_with_nll_log2(), top_k=3, temporal="sensitive")
     assert answer.terms["ns"] == 0
     assert answer.loss.item() == pytest.approx(sensitive.loss.item())
+
+
+@pytest.mark.parametrize("hyper", [{}, {"top_k": 1, "temporal": "sensitive", "alpha": 1.0}, {"first_n": 1},
+                                   {"temporal": "onset", "first_n": -1}, {"temporal": "answer"}])
+def test_palu_forget_mask_is_where_the_forget_term_acts(hyper):
+    """palu_forget_mask(classes, hyper) marks exactly the positions whose logits get a gradient from L_forget."""
+    io = random_io(RANDOM_CLASSES)
+    palu_loss(io, None, **{**hyper, "top_k": 3, "ns_constraint": "none", "alpha": 0.0}).loss.backward()
+    acted = io.logits.grad[:, :-1].norm(dim=-1) > 0
+    assert torch.equal(acted, palu_forget_mask(io.batch["token_classes"][:, 1:], hyper))
+
+
+def test_palu_onset_length_names_n_for_the_positions():
+    assert palu_onset_length() == LOSSES["palu"].defaults["first_n"] == 3
+    assert palu_onset_length({"temporal": "sensitive", "top_k": 1}) == -1
+    assert palu_onset_length({"first_n": 2}) == 2
+    with pytest.raises(ValueError, match="no onset length"):
+        palu_onset_length({"temporal": "answer"})
+    with pytest.raises(ValueError, match=r"palu has no hyperparameter\(s\) \['topk'\]"):
+        palu_forget_mask(torch.zeros(1, 3, dtype=torch.long), {"topk": 5})
+    with pytest.raises(ValueError, match="first_n"):
+        palu_forget_mask(torch.zeros(1, 3, dtype=torch.long), {"first_n": 0})
 
 
 def test_palu_top_1_onset_is_pdu_margin_on_onset_tokens():

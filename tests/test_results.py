@@ -16,6 +16,13 @@ def test_best_on_grid_takes_the_highest_forget_quality_then_utility():
     assert best_on_grid(rows)["lam"] == 4
 
 
+def test_the_setting_names_palus_hyperparameters_numbers_and_words_alike():
+    from palu_perta.config import PALU_HYPER
+
+    assert results.hyper_text({"top_k": 50, "first_n": 3, "alpha": 1.0}) == "top_k 50, first_n 3, alpha 1"
+    assert results.hyper_text(PALU_HYPER) == "top_k 1, temporal sensitive, alpha 1"  # a word: no number format
+
+
 def test_markdown_formats_small_forget_quality_and_missing_values():
     table = pd.DataFrame({"FQ": [1.3e-6, 0.832], "MU": [0.344, None], "PrivLeak": [-100.0, 9.64]},
                          index=pd.Index(["target", "TV"], name="model"))

@@ -52,6 +52,25 @@ def test_palu_example_is_the_loss_onset_mask_and_the_record_spans(tiny, record, 
     assert example["vocab_mean"] == pytest.approx(z.mean().item(), abs=1e-5)
 
 
+def test_palu_example_at_the_authors_configuration_outlines_every_sensitive_token(tiny, record):
+    """With config.PALU_HYPER (temporal "sensitive", K = 1) the outlined tokens are the red ones, N is "all" (-1) and
+    one candidate is drawn; first_n = -1 draws the same tokens; a scope that is not sensitive tokens is refused."""
+    from palu_perta.config import PALU_HYPER
+
+    model, tokenizer = tiny
+    example = plots.palu_example(model, tokenizer, record, hyper=PALU_HYPER)
+    assert example["onset"] == [c == SENSITIVE for c in example["classes"]] and sum(example["onset"]) > 3
+    assert example["first_n"] == -1 and len(example["logits"]) == PALU_HYPER["top_k"] == 1
+    assert plots.palu_example(model, tokenizer, record, first_n=-1, top_k=1) == example
+    fig = plots.palu_schematic(**example)
+    try:
+        assert "every sensitive token" in fig.axes[0].get_title(loc="left")
+    finally:
+        plt.close(fig)
+    with pytest.raises(ValueError, match="temporal='answer'"):
+        plots.palu_example(model, tokenizer, record, hyper={"temporal": "answer"})
+
+
 def test_palu_schematic_outlines_exactly_the_onset_tokens(tiny, record):
     model, tokenizer = tiny
     example = plots.palu_example(model, tokenizer, record, which=1)

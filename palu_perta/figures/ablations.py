@@ -1,6 +1,7 @@
 """The figures of notebook 07, each drawn from its recorded data (see :mod:`palu_perta.figures`): PALU's ablation
 axes (forget quality and model utility per setting, with 95 % item-bootstrap intervals), PALU's 2 x 2 of
-temporal x vocabulary scope, and PerTA-grad's ablations at equal forgetting."""
+temporal x vocabulary scope (with the default's temporal scope, every sensitive token, as a third row), and
+PerTA-grad's ablations at equal forgetting."""
 
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def palu_strength(rows: Mapping[str, pd.DataFrame], learning_rate: float, fq_ite
 def palu_k_and_n(rows: Mapping[str, pd.DataFrame], default_top_k: int, default_first_n: int, fq_items: Sequence[int],
                  target_utility: float, retain_utility: float, profile_name: str) -> plt.Figure:
     """PALU's ``top_k`` and ``first_n`` axes. ``default_top_k``, ``default_first_n``: PALU's defaults K and N
-    (named in the title).
+    (named in the title; N = -1: every sensitive token, "all", as the authors' configuration has it).
     ``rows``: axis name -> that axis' settings in x order (:func:`point_columns`: ``value`` the x label, ``default``
     bool, ``forget_quality`` and ``model_utility`` each with ``_low`` / ``_high``, its 95 % item-bootstrap
     interval); ``fq_items``: (forget items, retain-model forget items), the counts forget quality compares (for
@@ -96,7 +97,7 @@ def palu_k_and_n(rows: Mapping[str, pd.DataFrame], default_top_k: int, default_f
                              ("first_n", "N (onset tokens per span; all = every sensitive token)")],
                       fq_items, target_utility, retain_utility,
                       f"PALU: top-K and onset length (red: the default; bars: 95 % intervals; K = {default_top_k}, "
-                      f"N = {default_first_n}); {profile_name} profile")
+                      f"N = {'all' if default_first_n == -1 else default_first_n}); {profile_name} profile")
 
 
 @register("07_palu_target_and_form")
@@ -113,19 +114,33 @@ def palu_target_and_form(rows: Mapping[str, pd.DataFrame], fq_items: Sequence[in
                       f"item-bootstrap intervals); {profile_name} profile")
 
 
+# the temporal scopes from the narrowest to the widest (rows), and the vocabulary scopes (columns)
+TEMPORAL_ORDER = ("onset", "sensitive", "answer")
+VOCABULARY_ORDER = ("topk", "full")
+
+
 @register("07_palu_scope_2x2")
 def palu_scope(cells: pd.DataFrame, profile_name: str) -> plt.Figure:
     """PALU's 2 x 2 as two heatmaps, log10 forget quality and model utility. ``cells``: one row per cell, columns
-    ``temporal`` ("onset" / "answer"), ``vocabulary`` ("topk" / "full"), ``forget_quality``, ``model_utility``."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"wspace": 0.35})
+    ``temporal`` ("onset" / "answer", and "sensitive": the default's row beside the paper's 2 x 2), ``vocabulary``
+    ("topk" / "full"), ``forget_quality``, ``model_utility``, and optionally ``default`` (bool: that cell is
+    outlined in red). Rows run from the narrowest temporal scope to the widest."""
+    rows = [t for t in TEMPORAL_ORDER if t in set(cells["temporal"])]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 1.4 + 1.2 * len(rows)), gridspec_kw={"wspace": 0.35})
+    default = cells[cells["default"].astype(bool)] if "default" in cells else cells.iloc[:0]
     for ax, key, label, fmt in [(axes[0], "forget_quality", "forget quality (log10)", ".2f"),
                                 (axes[1], "model_utility", "model utility", ".3f")]:
         grid = cells.pivot(index="temporal", columns="vocabulary", values=key)
-        grid = grid.loc[["onset", "answer"], ["topk", "full"]]
+        grid = grid.reindex(index=rows, columns=list(VOCABULARY_ORDER))
         shown = np.log10(grid.clip(lower=FLOOR)) if key == "forget_quality" else grid
         sns.heatmap(shown, annot=True, fmt=fmt, cmap="viridis", ax=ax)
+        for _, cell in default.iterrows():  # the default point, outlined
+            ax.add_patch(plt.Rectangle((VOCABULARY_ORDER.index(cell["vocabulary"]), rows.index(cell["temporal"])), 1, 1,
+                                       fill=False, edgecolor=DEFAULT_COLOUR, lw=3))
         ax.set(title=label, xlabel="vocabulary scope", ylabel="temporal scope")
-    fig.suptitle(f"PALU's 2 x 2: which tokens (rows) x which logits (columns); {profile_name} profile", y=1.04)
+    outlined = "; outlined in red: the default" if len(default) else ""
+    fig.suptitle(f"PALU's 2 x 2: which tokens (rows) x which logits (columns){outlined}; {profile_name} profile",
+                 y=1.04)
     return fig
 
 

@@ -17,13 +17,14 @@ from . import register
 
 @register("06_onset_tokens")
 def onset_tokens(tokens: Sequence[str], classes: Sequence[int], onset: Sequence[bool], first_n: int) -> plt.Figure:
-    """One answer's tokens as boxes coloured by class, PALU's onset tokens outlined. ``tokens``: the decoded answer
-    tokens (length T); ``classes``: their token classes (T ints, :data:`palu_perta.tokenization.ORDINARY` ...);
-    ``onset``: T bools, True on the tokens the forget term acts on; ``first_n``: PALU's N (for the title)."""
+    """One answer's tokens as boxes coloured by class, the tokens PALU's forget term acts on outlined. ``tokens``: the
+    decoded answer tokens (length T); ``classes``: their token classes (T ints,
+    :data:`palu_perta.tokenization.ORDINARY` ...); ``onset``: T bools, True on the tokens the forget term acts on;
+    ``first_n``: PALU's N (for the title; -1: every sensitive token, the authors' configuration)."""
     fig, ax = plt.subplots(figsize=(12, 1.8))
     plots.draw_tokens(ax, tokens, classes, onset, width=80)
-    plots.class_legend(ax, with_onset=True)
-    ax.set_title(f"Answer tokens; outlined: PALU's onset tokens (first N = {first_n} of each sensitive run)")
+    plots.class_legend(ax, with_onset=True, onset_label="onset" if first_n != -1 else "forget term")
+    ax.set_title(f"Answer tokens; outlined: the tokens PALU's forget term acts on ({plots.onset_words(first_n)})")
     return fig
 
 
