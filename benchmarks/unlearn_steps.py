@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from palu_perta.config import PALU_HYPER
 from palu_perta.data import synthetic_benchmark
 from palu_perta.losses import LOSSES
 from palu_perta.models import load_model
@@ -33,7 +34,7 @@ from palu_perta.tokenization import pad_id
 from palu_perta.unlearn import PairedCollator, PairedDataset, UnlearnConfig, UnlearningTrainer, _examples
 from palu_perta.training import training_arguments
 
-HYPER = {"palu": {"top_k": 50, "first_n": 3, "alpha": 1.0}}  # notebook 06's PALU setting
+HYPER = {"palu": PALU_HYPER}  # notebook 06's PALU setting: the authors' released configuration
 
 
 def _rss_mib() -> float:

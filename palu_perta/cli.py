@@ -7,7 +7,7 @@ one entry in that dict.
     python -m palu_perta evaluate --model PATH --data synthetic --forget-split forget10 \\
         [--profile cpu] [--retain-results DIR_OR_JSON] --out DIR  # JSON: ours or open-unlearning's
     python -m palu_perta finetune --profile paper [--role target|retain|both]
-    python -m palu_perta unlearn --profile paper --method palu --hyper '{"top_k": 50, "first_n": 3}'
+    python -m palu_perta unlearn --profile paper --method palu --hyper '{"top_k": 1000, "temporal": "onset", "first_n": 1}'
     python -m palu_perta unlearn --profile paper --method npo --lora-rank 8   # LoRA (palu_perta.lora)
     python -m palu_perta tv --profile cpu --lambda auto --out runs/tv
     python -m palu_perta perta --profile cpu --variant fisher --lambda 2.5 --out runs/perta --save-model
@@ -194,7 +194,9 @@ def _unlearn_arguments(parser: argparse.ArgumentParser) -> None:
     _common_arguments(parser)
     _lora_arguments(parser, "the unlearning run, and the target when it is fine-tuned here")
     parser.add_argument("--method", default="palu", help="palu, ga, graddiff, npo, simnpo, me_gd, pdu, undial, idk_dpo, ...")
-    parser.add_argument("--hyper", default="{}", help='the loss\'s hyperparameters as JSON, e.g. \'{"top_k": 50, "first_n": 3}\'')
+    parser.add_argument("--hyper", default="{}",
+                        help='the loss\'s hyperparameters as JSON, e.g. \'{"top_k": 1000, "temporal": "onset", '
+                             '"first_n": 1}\' (PALU: on top of config.PALU_HYPER, the authors\' released configuration)')
     parser.add_argument("--budget", default="{}",
                         help="changes to the profile's unlearning budget as JSON, e.g. '{\"learning_rate\": 2e-5}'")
     parser.add_argument("--target", default=None, help="the model to unlearn from (default: the profile's target, "
@@ -212,14 +214,16 @@ def _unlearn_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_unlearn(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .config import unlearn_budget
+    from .config import PALU_HYPER, unlearn_budget
     from .models import local_model_dir
     from .training import finetuned_model, is_main_process, records_info
     from .spans import DEFAULT_MARGIN
     from .unlearn import BUDGET_FIELDS, UnlearnConfig, needs_spans, plan_spans, unlearned_model
 
     # everything is checked before the target model is fine-tuned (minutes to hours)
-    hyper = _json_object(args.hyper, "--hyper", '\'{"top_k": 50, "first_n": 3}\'')
+    hyper = _json_object(args.hyper, "--hyper", '\'{"top_k": 1000, "temporal": "onset", "first_n": 1}\'')
+    if args.method == "palu":  # the authors' released configuration, as the notebooks and the study run PALU
+        hyper = {**PALU_HYPER, **hyper}
     budget = _json_object(args.budget, "--budget", '\'{"learning_rate": 2e-5}\'')
     unknown = sorted(set(budget) - set(BUDGET_FIELDS))
     if unknown:

@@ -48,7 +48,7 @@ METHODS = tuple(LOSSES)
 class UnlearnConfig:
     """One unlearning run: the method, its loss hyperparameters and the optimiser budget.
 
-    ``hyper`` overrides the loss function's defaults (e.g. ``{"top_k": 50, "first_n": 3}`` for
+    ``hyper`` overrides the loss function's defaults (e.g. ``config.PALU_HYPER`` for
     PALU); ``eval_epochs`` lists the (1-based) epochs after which ``evaluate`` is called. ``lora``
     (:class:`~palu_perta.lora.LoraSettings`, or a dict of its fields) trains LoRA adapters only, merged into
     the weights at the end; the reference model is then the model with its adapters disabled.
