@@ -38,7 +38,7 @@ def _error(argv: list[str], capsys) -> str:
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["unlearn", "--hyper", "5"], ["--hyper", "JSON object", "int", '{"top_k": 50']),
+    (["unlearn", "--hyper", "5"], ["--hyper", "JSON object", "int", '{"top_k": 1000']),
     (["unlearn", "--hyper", "[1, 2]"], ["--hyper", "JSON object", "list"]),
     (["unlearn", "--hyper", "{top_k: 3}"], ["--hyper", "is not JSON", "double quotes"]),
     (["unlearn", "--hyper", '{"top_k": "50"}'], ["top_k", "integer", "'50'", "without quotes"]),
