@@ -174,6 +174,24 @@ def test_readme_verdicts_are_the_committed_studys():
     assert expected in readme(), "the README's verdicts differ from the committed study's: run `python -m palu_perta.verdicts cpu`"
 
 
+def test_readme_cost_verdict_is_the_timing_records():
+    """The README's cost sentence: PerTA-grad over GradDiff at matched forgetting, from the committed timing
+    record (benchmarks/results/method_cost_cpu.json) and the committed study (``palu_perta.cost``)."""
+    from palu_perta import cost, report, store
+
+    line = " ".join(readme().split())
+    match = re.search(r"\*(\w[\w ]*)\* here\. To reach matched forgetting PerTA-grad's pipeline takes "
+                      r"([\d.]+) \[([\d.]+), ([\d.]+)\] times as long as GradDiff's training", line)
+    assert match, "the README's cost sentence is missing or reworded: update this test with it"
+    matched = report.at_matched_forgetting(report.points(store.load(ROOT / "results" / "cpu")))
+    table = cost.cost_table(cost.load_record("cpu", ROOT), matched).set_index(["method", "baseline"])
+    row = table.loc[("perta-grad", "graddiff")]
+    assert match.group(1) == row["verdict"], f"the cost verdict is now {row['verdict']!r}"
+    stated = [float(g) for g in match.group(2, 3, 4)]
+    assert stated == [round(float(row[k]), 2) for k in ("ratio", "low", "high")], (
+        f"the README says {stated}; the record and the study give {row[['ratio', 'low', 'high']].round(2).tolist()}")
+
+
 # The README's one-line finding, phrase by phrase: the claims (and metrics) each phrase reads, and how their
 # verdicts must begin. A phrase missing from the README, or a verdict that moved, fails.
 FINDING = {
