@@ -19,6 +19,7 @@ notebooks without outputs, for prediction-style teaching: the exercise stubs sta
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -191,13 +192,15 @@ def latest_building_runs(records: Iterable[dict[str, Any]], profile: str = PROFI
 class Slot:
     """One notebook in a lab: the sections read (``"intro"``, a section's number or letter such as ``"1"`` or
     ``"A"``, or its full title such as ``"Exercises"``), the exercises done (keys), the minutes of discussion
-    and what happens, for the teacher."""
+    and what happens, for the teacher. ``run_before``: the students run the notebook before the lab (its
+    run time is their preparation, shown but not counted in the lab's minutes)."""
 
     notebook: str
     sections: tuple[str, ...]
     exercises: tuple[str, ...]
     discussion: float
     activity: str
+    run_before: bool = False
 
 
 @dataclass(frozen=True)
@@ -213,12 +216,13 @@ class Lab:
 @dataclass(frozen=True)
 class SlotBudget:
     """A slot's minutes: reading (words / 200), exercises (5 each), the notebook's run (``None``: counted in
-    an earlier slot of the same lab) and discussion."""
+    an earlier slot of the same lab, or run before the lab: then ``before`` holds it) and discussion."""
 
     slot: Slot
     titles: tuple[str, ...]
     words: int
     run: Run | None
+    before: Run | None = None
 
     @property
     def reading(self) -> float:
@@ -273,7 +277,9 @@ def lab_budget(lab: Lab, notebooks: dict[str, Sequence[Section]], runs: dict[str
             raise KeyError(f"no cached {PROFILE} run of {slot.notebook} in {RUNS}: run `python -m "
                            f"palu_perta.notebooks --profile {PROFILE} {slot.notebook[:2]}` where the cache holds "
                            "what it needs (a run that builds nothing)")
-        budgets.append(slot_budget(slot, notebooks[slot.notebook], None if slot.notebook in seen else runs[slot.notebook]))
+        run = None if slot.notebook in seen else runs[slot.notebook]
+        budget = slot_budget(slot, notebooks[slot.notebook], None if slot.run_before else run)
+        budgets.append(dataclasses.replace(budget, before=run) if slot.run_before else budget)
         seen.add(slot.notebook)
     return budgets
 
@@ -287,8 +293,9 @@ def total_minutes(budgets: Sequence[SlotBudget]) -> float:
 LABS: tuple[Lab, ...] = (
     Lab("palu", "PALU lab (90 minutes)", 90, (
         Slot("00_quickstart", ("intro", "1", "2", "3", "4", "6", "7", "Exercises"), ("00.rouge_l_recall",), 5,
-             "start it first (it trains its own models: the run column) while the teacher introduces unlearning "
-             "and TOFU; PALU's picture in section 4; what 'forgotten' means (section 3's two measures)"),
+             "the students run it before the lab (it trains its own models: the run column); the teacher "
+             "introduces unlearning and TOFU; PALU's picture in section 4; what 'forgotten' means (section 3's "
+             "two measures)", run_before=True),
         Slot("01_data", ("intro", "1", "2", "3", "Exercises"), ("01.token_classes",), 3,
              "the benchmark and the sensitive spans: which tokens PALU will act on (a short discussion: the "
              "questions it raises come back in 06)"),
@@ -302,8 +309,8 @@ LABS: tuple[Lab, ...] = (
     )),
     Lab("perta", "PerTA lab (90 minutes)", 90, (
         Slot("00_quickstart", ("intro", "1", "3", "5", "6", "Exercises"), ("00.smallest_lambda",), 5,
-             "start it first (it trains its own models) while the teacher introduces unlearning; PerTA's "
-             "picture in section 5"),
+             "the students run it before the lab (it trains its own models); the teacher introduces "
+             "unlearning; PerTA's picture in section 5", run_before=True),
         Slot("03_task_vectors", ("intro", "3", "4", "6", "8", "Exercises"), ("03.task_vector", "03.negate"), 5,
              "the task vector, its negation (TV), and how lambda is chosen"),
         Slot("04_importance", ("intro", "1", "3", "4", "Exercises"),
@@ -316,7 +323,8 @@ LABS: tuple[Lab, ...] = (
     )),
     Lab("short", "45-minute variant", 45, (
         Slot("00_quickstart", ("intro", "1", "2", "3", "4", "5", "6", "7", "Exercises"), ("00.rouge_l_recall",), 5,
-             "one author forgotten with PALU and with PerTA, start to finish"),
+             "one author forgotten with PALU and with PerTA, start to finish (the students run it before the "
+             "lab)", run_before=True),
         Slot("06_palu", ("1", "Exercises"), ("06.onset_mask",), 5,
              "PALU's loss on one example: the onset tokens and the local loss (its exercises are homework)"),
     )),
@@ -351,7 +359,7 @@ def lab_table(lab: Lab, budgets: Sequence[SlotBudget]) -> str:
     for b in budgets:
         end = start + b.minutes
         exercises = ", ".join(f"`{k}`" for k in b.slot.exercises) or "none"
-        run = _m(b.run_minutes) if b.run else "(above)"
+        run = _m(b.run_minutes) if b.run else f"before the lab ({_m(b.before.minutes)})" if b.before else "(above)"
         lines.append(f"| {_m(start)}-{_m(end)} | `{b.slot.notebook}`: {', '.join(b.slot.sections)} | {b.slot.activity} "
                      f"| {b.words:,} | {_m(b.reading)} | {exercises} ({_m(b.exercise_minutes)}) | {run} | "
                      f"{_m(b.slot.discussion)} | {_m(b.minutes)} |")
@@ -378,7 +386,8 @@ def labs_markdown(labs: Sequence[Lab] = LABS, folder: Path | None = None,
         f"Minutes per slot = words of its sections / {WORDS_PER_MINUTE} + {MINUTES_PER_EXERCISE:g} per exercise "
         f"+ the notebook's run time + discussion. Words: the sections' markdown cells (`palu_perta.teaching."
         f"count_words`); exercises: the `check(...)` cells done; run: the notebook's latest {PROFILE}-profile run "
-        "that built no cache entry, on the 2-core development machine (a notebook's run counts once per lab); "
+        "that built no cache entry, on the 2-core development machine (a notebook's run counts once per lab; "
+        "one the students run before the lab, as preparation, is shown but not counted); "
         "discussion: the plan's choice. Sections are the notebooks' `## ` headings by number or letter (intro: "
         "before the first)."]
     for lab in labs:

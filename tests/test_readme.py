@@ -236,8 +236,11 @@ def test_time_memory_and_disk_are_the_recorded_ones():
     runs = [json.loads(line) for line in (ROOT / "benchmarks" / "results" / "notebook_runs.jsonl").read_text().splitlines()]
     quickstart = [run["notebooks_s"]["notebooks/00_quickstart"] for run in runs
                   if run["profile"] == "cpu" and "notebooks/00_quickstart" in run["notebooks_s"]]
-    assert quickstart and all(4 * 60 <= s <= 6 * 60 for s in quickstart), f"the quickstart took {quickstart} s"
-    assert "the quickstart about 5 minutes" in text
+    assert quickstart, "no cpu run of the quickstart is recorded"
+    # the fastest and slowest recorded runs (2 cores, with and without native bf16: benchmarks/NOTES.md)
+    span = f"{round(min(quickstart) / 60)}-{round(max(quickstart) / 60)} minutes"
+    assert f"the quickstart {span} on 2 cores" in text, f"the quickstart took {quickstart} s: {span}"
+    assert f"quickstart alone ({span})" in text
     assert re.search(r"about (five|5) hours", teaching) and "from nothing about 5 hours on 2 cores" in text
 
     rss = {row[0]: int(row[3]) for row in table_rows(notes_section("Unlearning step cost"), "| method | s/step |")}

@@ -3,6 +3,7 @@ class kit's numbers follow their sources, and `make student`'s copies carry no o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -74,6 +75,12 @@ def test_slot_minutes_by_hand():
     assert "**11.8 of 12**" in table and "Fits: 11.8 of 12 minutes, 0.2 to spare." in table
     tight = teaching.Lab("t", "tiny", 10, lab.slots)
     assert "Does not fit: 11.8 of 10 minutes, 1.8 over." in teaching.lab_table(tight, budgets)
+    # run before the lab: shown, not counted
+    before = teaching.Lab("t", "tiny", 12, (dataclasses.replace(slot, run_before=True),))
+    budgets = teaching.lab_budget(before, {"tiny": sections}, {"tiny": run})
+    assert budgets[0].run is None and budgets[0].before == run
+    assert teaching.total_minutes(budgets) == pytest.approx(27 / 200 + 5 + 4)
+    assert "| before the lab (1.6) |" in teaching.lab_table(before, budgets)
 
 
 def test_slot_errors_name_the_problem():
