@@ -187,6 +187,8 @@ def test_readme_cost_verdict_is_the_timing_records():
     table = cost.cost_table(cost.load_record("cpu", ROOT), matched).set_index(["method", "baseline"])
     row = table.loc[("perta-grad", "graddiff")]
     assert match.group(1) == row["verdict"], f"the cost verdict is now {row['verdict']!r}"
+    times = {2: "two", 3: "three", 4: "four", 5: "five"}.get(round(float(row["ratio"])), f"{row['ratio']:.1f}")
+    assert f"at about {times} times GradDiff's cost" in line, f"the README's finding should say about {times} times"
     stated = [float(g) for g in match.group(2, 3, 4)]
     assert stated == [round(float(row[k]), 2) for k in ("ratio", "low", "high")], (
         f"the README says {stated}; the record and the study give {row[['ratio', 'low', 'high']].round(2).tolist()}")
