@@ -33,9 +33,9 @@ COLUMNS = ("method", "baseline", "method_seconds", "baseline_seconds", "seeds", 
 
 def record_path(grid: str, root: Path | None = None) -> Path:
     """Where ``benchmarks/method_cost.py`` writes the timing record of ``grid``."""
-    from .paths import repo_root
+    from .paths import benchmark_results_dir
 
-    return Path(root or repo_root() or Path.cwd()) / "benchmarks" / "results" / f"method_cost_{grid}.json"
+    return benchmark_results_dir(root) / f"method_cost_{grid}.json"
 
 
 def load_record(grid: str, root: Path | None = None) -> dict[str, Any] | None:

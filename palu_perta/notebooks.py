@@ -28,6 +28,7 @@ from typing import TextIO
 
 from .artifacts import CONFIG_FILE
 from .config import PROFILES, artifacts_root, repo_root
+from .paths import benchmark_results_dir
 
 
 def notebook_dir() -> Path:
@@ -154,7 +155,7 @@ def timing_record(profile: str, seconds: dict[str, float], before: dict[str, int
 
 def save_timing(record: dict, folder: Path | None = None) -> Path:
     """Append ``record`` as one JSON line to ``benchmarks/results/notebook_runs.jsonl`` (or ``folder``)."""
-    folder = folder or (repo_root() or Path.cwd()) / "benchmarks" / "results"
+    folder = folder or benchmark_results_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "notebook_runs.jsonl"
     with path.open("a") as handle:

@@ -40,6 +40,12 @@ def figures_dir() -> Path:
     return (root / "figures") if root else Path.cwd() / "figures"
 
 
+def benchmark_results_dir(root: Path | None = None) -> Path:
+    """Where the benchmarks and the notebook runner keep their records: ``<root>/benchmarks/results`` (default
+    root: the checkout, else the working directory)."""
+    return Path(root or repo_root() or Path.cwd()) / "benchmarks" / "results"
+
+
 def profile_folder(base: Path, profile_name: str) -> Path:
     """A profile's folder under ``base``: ``base`` itself for ``cpu`` (its figures and figure data are the
     committed ones), ``base/<profile>`` for the others (ignored by git)."""
