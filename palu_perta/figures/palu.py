@@ -44,7 +44,8 @@ def logits_before_after(positions: Mapping[str, Mapping[str, object]], steps: in
         ax.axhline(at["c_before"], color="grey", ls="--", lw=1, label="c_t before")
         ax.axhline(at["c_after"], color=plots.ONSET_COLOUR, ls="--", lw=1, label="c_t after")
         ax.set(title=f"{kind} position: next token {at['next_token']!r}, p {at['p_before']:.3f} -> {at['p_after']:.3f}",
-               xlabel="rank among the reference's top-K candidates")
+               xlabel="rank among the reference's top-K candidates",
+               xticks=ranks if len(ranks) <= 10 else ax.get_xticks(), xlim=(0.5, len(ranks) + 0.5))
     axes[0].set_ylabel("logit")
     axes[1].legend(loc="upper right", fontsize=8)
     fig.suptitle(f"Logits at an onset and an ordinary position, before and after {steps} PALU steps on one example",
@@ -61,7 +62,8 @@ OTHER_METHOD_STYLE = dict(marker="o", s=60, color="#6baed6", zorder=3)
 @register("06_fq_vs_mu")
 def fq_vs_mu(points: pd.DataFrame, fq_items: Sequence[int], profile_name: str, epochs: int,
              learning_rate: float) -> plt.Figure:
-    """Forget quality (log) against model utility, one point per model, nearby points sharing one label.
+    """Forget quality (log) against model utility, one point per model, each named beside it (see
+    :func:`_label_points`).
     ``points``: one row per model ("target", "retain" and each method), columns ``forget_quality`` and
     ``model_utility``; ``fq_items``: the numbers of forget truth ratios forget quality compares (unlearned,
     retain), for the values it can take; ``profile_name``, ``epochs``, ``learning_rate``: the unlearning budget
@@ -71,22 +73,47 @@ def fq_vs_mu(points: pd.DataFrame, fq_items: Sequence[int], profile_name: str, e
     points["forget_quality"] = points["forget_quality"].clip(lower=1e-30)  # a log axis has no 0
     for name, (fq, mu) in points.iterrows():
         ax.scatter(fq, mu, **FQ_MU_STYLES.get(name, OTHER_METHOD_STYLE))
-    mu_range = float(np.ptp(points["model_utility"])) or 1.0
-    clusters: list[tuple[float, float, list[str]]] = []  # points closer than a label's height share one label
-    for name, (fq, mu) in points.sort_values("model_utility", ascending=False).iterrows():
-        home = next((c for c in clusters if abs(np.log10(fq / c[0])) < 0.3 and abs(mu - c[1]) < 0.08 * mu_range), None)
-        if home is None:
-            clusters.append((fq, mu, [name]))
-        else:
-            home[2].append(name)
-    for fq, mu, names in clusters:
-        ax.annotate("\n".join(textwrap.wrap(", ".join(names), 24)), (fq, mu), textcoords="offset points", xytext=(7, 5),
-                    fontsize=9, va="bottom")
     ax.set(xscale="log", xlabel="forget quality (KS p-value vs retain model; log scale)", ylabel="model utility")
     # forget quality moves in steps: the values it can take for these numbers of forget truth ratios, on a top axis
     plots.mark_fq_lattice(ax, *fq_items, axis="x")
+    _label_points(ax, points)
     ax.set_title(f"Forgetting vs utility, same budget ({profile_name}: {epochs} epochs, lr {learning_rate:g})", pad=34)
     return fig
+
+
+# where a point's label may go, tried in order: (dx, dy) in points, horizontal and vertical alignment
+LABEL_PLACES = ((7, 5, "left", "bottom"), (-7, 5, "right", "bottom"), (7, -5, "left", "top"), (-7, -5, "right", "top"))
+
+
+def _label_points(ax: plt.Axes, points: pd.DataFrame, marker_px: float = 8.0) -> None:
+    """Name every point of ``points`` (index: name; columns forget_quality, model_utility) beside it, in the
+    first of :data:`LABEL_PLACES` where the label stays inside the axes and covers no other label and no other
+    point; a point with no
+    free place joins the label of the nearest labelled point (names in one label, left to right)."""
+    ax.figure.canvas.draw()
+    renderer = ax.figure.canvas.get_renderer()
+    at = {name: ax.transData.transform((fq, mu)) for name, (fq, mu) in points.iterrows()}
+    frame = ax.get_window_extent(renderer)
+    placed: dict[str, tuple[plt.Annotation, list[str]]] = {}
+    for name, (fq, mu) in points.sort_values("model_utility", ascending=False).iterrows():
+        others = [xy for other, xy in at.items() if other != name]
+        for dx, dy, ha, va in LABEL_PLACES:
+            label = ax.annotate(name, (fq, mu), textcoords="offset points", xytext=(dx, dy), ha=ha, va=va, fontsize=9)
+            box = label.get_window_extent(renderer).expanded(1.05, 1.1)
+            hits_point = any(box.x0 - marker_px < x < box.x1 + marker_px and box.y0 - marker_px < y < box.y1 + marker_px
+                             for x, y in others)
+            hits_label = any(box.overlaps(t.get_window_extent(renderer)) for t, _ in placed.values())
+            outside = box.x0 < frame.x0 or box.x1 > frame.x1 or box.y0 < frame.y0 or box.y1 > frame.y1
+            if not (hits_point or hits_label or outside):
+                placed[name] = (label, [name])
+                break
+            label.remove()
+        else:  # no free place: share the nearest label
+            nearest = min(placed, key=lambda other: float(np.hypot(*(at[other] - at[name]))))
+            label, names = placed[nearest]
+            names.append(name)
+            names.sort(key=lambda n: at[n][0])
+            label.set_text("\n".join(textwrap.wrap(", ".join(names), 24)))
 
 
 SPAN_CURVES = (("precision", "#3182bd"), ("recall", "#e6550d"), ("onset_recall", "#31a354"), ("f1", "black"))
