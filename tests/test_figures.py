@@ -322,6 +322,21 @@ def test_no_figure_overlaps_text_or_leaves_a_line_out_of_its_legend(name, tmp_pa
         assert plots.figure_problems(fig) == []
 
 
+def test_fq_vs_mu_names_each_point_beside_it_and_only_points_on_top_of_each_other_share_a_label():
+    from palu_perta.figures.palu import fq_vs_mu
+
+    # notebook 06's cpu case: idk_dpo just below and left of PALU (one KS step apart) had been labelled with it
+    points = pd.DataFrame({"forget_quality": [5.6e-5, 1.0, 0.175, 0.336, 0.175, 0.175],
+                           "model_utility": [0.460, 0.472, 0.396, 0.401, 0.469, 0.469]},
+                          index=["target", "retain", "idk_dpo", "palu", "graddiff", "twin"])
+    with plt.rc_context():
+        plots.setup()
+        fig = fq_vs_mu(points, (20, 20), "cpu", 5, 5e-5)
+        labels = sorted(t.get_text() for t in fig.axes[0].texts)
+        assert plots.figure_problems(fig) == []
+    assert labels == ["graddiff, twin", "idk_dpo", "palu", "retain", "target"]
+
+
 def test_the_report_legend_names_every_method_of_every_panel_and_the_reference_line():
     fig = report.curves_figure(_frame())
     legend = fig.axes[-1].get_legend()

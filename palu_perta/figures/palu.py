@@ -88,17 +88,23 @@ LABEL_PLACES = ((7, 5, "left", "bottom"), (-7, 5, "right", "bottom"), (7, -5, "l
 def _label_points(ax: plt.Axes, points: pd.DataFrame, marker_px: float = 8.0) -> None:
     """Name every point of ``points`` (index: name; columns forget_quality, model_utility) beside it, in the
     first of :data:`LABEL_PLACES` where the label stays inside the axes and covers no other label and no other
-    point; a point with no
-    free place joins the label of the nearest labelled point (names in one label, left to right)."""
+    point; a point on top of a labelled one, or with no free place, joins the label of the nearest labelled
+    point (names in one label, left to right)."""
+
+    def annotate(name: str, fq: float, mu: float, place: tuple[int, int, str, str]) -> plt.Annotation:
+        dx, dy, ha, va = place
+        return ax.annotate(name, (fq, mu), textcoords="offset points", xytext=(dx, dy), ha=ha, va=va, fontsize=9)
+
     ax.figure.canvas.draw()
     renderer = ax.figure.canvas.get_renderer()
     at = {name: ax.transData.transform((fq, mu)) for name, (fq, mu) in points.iterrows()}
     frame = ax.get_window_extent(renderer)
     placed: dict[str, tuple[plt.Annotation, list[str]]] = {}
-    for name, (fq, mu) in points.sort_values("model_utility", ascending=False).iterrows():
+    for name, (fq, mu) in points.sort_values("model_utility", ascending=False, kind="stable").iterrows():
         others = [xy for other, xy in at.items() if other != name]
-        for dx, dy, ha, va in LABEL_PLACES:
-            label = ax.annotate(name, (fq, mu), textcoords="offset points", xytext=(dx, dy), ha=ha, va=va, fontsize=9)
+        under = [other for other in placed if float(np.hypot(*(at[other] - at[name]))) < marker_px]
+        for place in LABEL_PLACES if not under else ():
+            label = annotate(name, fq, mu, place)
             box = label.get_window_extent(renderer).expanded(1.05, 1.1)
             hits_point = any(box.x0 - marker_px < x < box.x1 + marker_px and box.y0 - marker_px < y < box.y1 + marker_px
                              for x, y in others)
@@ -108,7 +114,10 @@ def _label_points(ax: plt.Axes, points: pd.DataFrame, marker_px: float = 8.0) ->
                 placed[name] = (label, [name])
                 break
             label.remove()
-        else:  # no free place: share the nearest label
+        else:  # on top of a labelled point, or no free place: share the nearest label
+            if not placed:  # the first point, with no free place at all: its label goes in the first place anyway
+                placed[name] = (annotate(name, fq, mu, LABEL_PLACES[0]), [name])
+                continue
             nearest = min(placed, key=lambda other: float(np.hypot(*(at[other] - at[name]))))
             label, names = placed[nearest]
             names.append(name)
