@@ -49,9 +49,7 @@ KEYS = ("forget_quality", "model_utility", "forget_Q_A_ROUGE", "exact_memorizati
 # -1 = "all", every sensitive token: the default itself. "scope" is the paper's 2 x 2, temporal scope (onset
 # tokens, N = 3 / every answer token) x vocabulary scope (top-K / the full vocabulary), with the default's
 # temporal scope (every sensitive token) as a third row: "sensitive x topk" is the default and "sensitive x full"
-# is K = V, so the row costs no run. Caution: at the default K = 1 the "topk_mean" target (c_t = the top-1 logit
-# itself) and the "entropy" form (the entropy of one logit) make the forget term 0 at every position, so those two
-# runs train on the retain NLL and the KL alone (tests/test_ablations.py checks it).
+# is K = V, so the row costs no run. "target" and "form" run at K = TARGET_FORM_TOP_K, not at the default K = 1 (below).
 PALU_AXES: dict[str, list[Any]] = {
     "lr_scale": [0.2, 0.4, 1.0],
     "alpha": [0.2, 1.0, 5.0],
@@ -62,6 +60,14 @@ PALU_AXES: dict[str, list[Any]] = {
               ("answer", "topk"), ("answer", "full")],
     "form": ["squared", "entropy"],
 }
+# The K of the "target" and "form" axes. At the default K = 1 the "topk_mean" target (c_t = the one candidate's own
+# logit) and the "entropy" form (the entropy of a softmax over one logit, always 0) have no forget term at all
+# (tests/test_ablations.py checks it), so at K = 1 those axes would compare the loss with the retain terms alone.
+# 50 is the K of the paper's secondary notes, the source of the "local mean" ranking the target axis tests; the
+# axes' "full_mean" and "squared" points are then the top_k axis' K = 50 run (one run, shared), and neither axis
+# holds the default point.
+TARGET_FORM_TOP_K = 50
+AXES_AT_TARGET_FORM_K = ("target", "form")
 # the paper's own 2 x 2 among the scope axis' values (its claim: onset x top-K is the best of these four)
 PALU_SCOPE_2X2: tuple[tuple[str, str], ...] = (("onset", "topk"), ("onset", "full"), ("answer", "topk"),
                                                ("answer", "full"))
@@ -82,7 +88,8 @@ def palu_hyper(axis: str, value: Any) -> dict[str, Any]:
     :func:`~palu_perta.losses.palu_loss`'s default. So equal losses give equal dicts and share one cached run:
     the default point is exactly :data:`PALU_HYPER` (notebook 06's run) on every axis (N = "all" included:
     every sensitive token is the default's temporal scope), and N = 3 (the loss's default) is the dict of the
-    "onset x topk" scope cell.
+    "onset x topk" scope cell. The ``target`` and ``form`` axes also set K = :data:`TARGET_FORM_TOP_K` (50): their
+    "full_mean" and "squared" points are the ``top_k`` axis' K = 50 run.
 
     ``first_n`` N >= 1 means temporal "onset" with N tokens per sensitive run, -1 every sensitive token;
     ``top_k`` "V" means the full vocabulary; ``scope`` takes (temporal, vocabulary) pairs."""
@@ -102,12 +109,12 @@ def palu_hyper(axis: str, value: Any) -> dict[str, Any]:
         else:
             raise ValueError(f"first_n must be a positive integer or -1 (every sensitive token), got {value!r}")
     elif axis == "target":
-        change = {"target": value}
+        change = {"top_k": TARGET_FORM_TOP_K, "target": value}
     elif axis == "scope":
         temporal, vocab = value
         change = {"temporal": temporal, "vocab": vocab}
     else:
-        change = {"form": value}
+        change = {"top_k": TARGET_FORM_TOP_K, "form": value}
     defaults = LOSSES["palu"].defaults
     hyper = dict(PALU_HYPER)
     hyper.update({k: v for k, v in change.items() if k in PALU_HYPER or v != defaults[k]})
@@ -116,9 +123,14 @@ def palu_hyper(axis: str, value: Any) -> dict[str, Any]:
 
 def default_value(axis: str) -> Any:
     """The value of ``axis`` (in :data:`PALU_AXES`) that is the default point: PALU_HYPER and notebook 06's budget
-    (e.g. 1 on ``top_k``, -1 on ``first_n``, ("sensitive", "topk") on ``scope``)."""
+    (e.g. 1 on ``top_k``, -1 on ``first_n``, ("sensitive", "topk") on ``scope``). The ``target`` and ``form`` axes,
+    run at K = :data:`TARGET_FORM_TOP_K`, hold none: ValueError."""
     if axis not in PALU_AXES:
         raise ValueError(f"unknown PALU axis {axis!r}; use one of {list(PALU_AXES)}")
+    if axis in AXES_AT_TARGET_FORM_K:
+        raise ValueError(f"PALU axis {axis!r} runs at K = {TARGET_FORM_TOP_K} and holds no default point (K = 1 would "
+                         "leave some of its values without a forget term); its reference is the top_k axis' "
+                         f"K = {TARGET_FORM_TOP_K} run")
     found = [v for v in PALU_AXES[axis] if palu_hyper(axis, v) == PALU_HYPER
              and (axis != "lr_scale" or float(v) == 1.0)]  # the learning rate's scale: 1 is the budget's own
     if len(found) != 1:
@@ -280,5 +292,5 @@ def on_front(forget_quality: Sequence[float], model_utility: Sequence[float]) ->
     return [not any(f2 >= f and m2 >= m and (f2 > f or m2 > m) for f2, m2 in points) for f, m in points]
 
 
-__all__ = ["KEYS", "PALU_AXES", "PALU_SCOPE_2X2", "PERTA_AXES", "palu_hyper", "default_value", "palu_budget", "value_label", "palu_ablation",
+__all__ = ["KEYS", "PALU_AXES", "PALU_SCOPE_2X2", "TARGET_FORM_TOP_K", "AXES_AT_TARGET_FORM_K", "PERTA_AXES", "palu_hyper", "default_value", "palu_budget", "value_label", "palu_ablation",
            "perta_variant", "forgetting_lambda", "perta_ablation", "on_front"]

@@ -20,14 +20,23 @@ def test_palu_default_point_is_notebook_06s_run_and_equal_losses_share_a_run():
     profile = get_profile("cpu")
     assert PALU_HYPER == {"top_k": 1, "temporal": "sensitive", "alpha": 1.0}, "the authors' released configuration"
     assert study.PALU_AUTHORS is PALU_HYPER, "one definition: the study's PALU is the notebooks'"
-    # every axis holds the default point (PALU_HYPER with notebook 06's budget) exactly once
+    # every axis but target and form holds the default point (PALU_HYPER with notebook 06's budget) exactly once
     for axis, values in ablations.PALU_AXES.items():
         defaults = [value for value in values if ablations.palu_hyper(axis, value) == PALU_HYPER
                     and ablations.palu_budget(profile, axis, value) == unlearn_budget(profile)]
-        assert defaults == [ablations.default_value(axis)], axis
-    assert {axis: ablations.default_value(axis) for axis in ablations.PALU_AXES} == {
-        "lr_scale": 1.0, "alpha": 1.0, "top_k": 1, "first_n": -1, "target": "full_mean",
-        "scope": ("sensitive", "topk"), "form": "squared"}
+        if axis in ablations.AXES_AT_TARGET_FORM_K:
+            assert defaults == [], axis
+            with pytest.raises(ValueError, match="holds no default point"):
+                ablations.default_value(axis)
+        else:
+            assert defaults == [ablations.default_value(axis)], axis
+    assert {axis: ablations.default_value(axis) for axis in ablations.PALU_AXES
+            if axis not in ablations.AXES_AT_TARGET_FORM_K} == {
+        "lr_scale": 1.0, "alpha": 1.0, "top_k": 1, "first_n": -1, "scope": ("sensitive", "topk")}
+    # target and form run at K = 50: their full-mean, squared point is the top_k axis' K = 50 run
+    assert ablations.AXES_AT_TARGET_FORM_K == ("target", "form") and ablations.TARGET_FORM_TOP_K == 50
+    k50 = ablations.palu_hyper("top_k", ablations.TARGET_FORM_TOP_K)
+    assert ablations.palu_hyper("target", "full_mean") == ablations.palu_hyper("form", "squared") == k50
     assert ablations.palu_budget(profile, "lr_scale", 0.2)["learning_rate"] == pytest.approx(1e-5)
 
     # N: "all" IS the default dict; N >= 1 is onset with N tokens, N = 3 (the loss's default) left to the loss
@@ -50,8 +59,9 @@ def test_palu_default_point_is_notebook_06s_run_and_equal_losses_share_a_run():
     assert ablations.palu_hyper("scope", ("answer", "full")) == {**PALU_HYPER, "temporal": "answer", "vocab": "full"}
     assert ablations.palu_hyper("scope", ("answer", "topk")) == {**PALU_HYPER, "temporal": "answer"}
     assert ablations.palu_hyper("scope", ("sensitive", "topk")) == PALU_HYPER
-    assert ablations.palu_hyper("target", "fixed") == {**PALU_HYPER, "target": "fixed"}
-    assert ablations.palu_hyper("form", "entropy") == {**PALU_HYPER, "form": "entropy"}
+    assert ablations.palu_hyper("target", "fixed") == {**PALU_HYPER, "top_k": 50, "target": "fixed"}
+    assert ablations.palu_hyper("target", "topk_mean") == {**PALU_HYPER, "top_k": 50, "target": "topk_mean"}
+    assert ablations.palu_hyper("form", "entropy") == {**PALU_HYPER, "top_k": 50, "form": "entropy"}
 
     # every other point is a different loss, and a valid one
     points = {json.dumps(ablations.palu_hyper(a, v), sort_keys=True)
@@ -72,16 +82,22 @@ def test_palu_default_point_is_notebook_06s_run_and_equal_losses_share_a_run():
         ablations.default_value("learning_rate")
 
 
-def test_at_the_default_k_1_the_topk_mean_target_and_the_entropy_form_have_no_forget_term():
-    """What PALU_AXES' comment warns: with K = 1, c_t = the top-K mean is the top logit itself and the entropy of one
-    logit is 0, so those two points of the target and form axes have a forget term of 0 (and no gradient from it)."""
+def test_at_k_1_the_topk_mean_target_and_the_entropy_form_have_no_forget_term_so_those_axes_run_at_k_50():
+    """Why TARGET_FORM_TOP_K exists: with K = 1, c_t = the top-K mean is the top logit itself and the entropy of one
+    logit is 0, so those two variants would have a forget term of 0 (and no gradient from it); at the axes' K = 50
+    both have one."""
     from tests.test_losses import RANDOM_CLASSES, random_io
 
-    for axis, value in (("target", "topk_mean"), ("form", "entropy")):
+    for change in ({"target": "topk_mean"}, {"form": "entropy"}):
         io = random_io(RANDOM_CLASSES)
+        out = palu_loss(io, None, **{**PALU_HYPER, **change, "ns_constraint": "none", "alpha": 0.0})
+        out.loss.backward()
+        assert out.terms["forget"] == 0.0 and not io.logits.grad.any(), change
+    for axis, value in (("target", "topk_mean"), ("form", "entropy")):
+        io = random_io(RANDOM_CLASSES, vocab=2 * ablations.TARGET_FORM_TOP_K)
         out = palu_loss(io, None, **{**ablations.palu_hyper(axis, value), "ns_constraint": "none", "alpha": 0.0})
         out.loss.backward()
-        assert out.terms["forget"] == 0.0 and not io.logits.grad.any(), (axis, value)
+        assert out.terms["forget"] > 0 and io.logits.grad.abs().sum() > 0, (axis, value)
     io = random_io(RANDOM_CLASSES)  # the default itself does have one
     assert palu_loss(io, None, **{**PALU_HYPER, "ns_constraint": "none", "alpha": 0.0}).terms["forget"] > 0
 

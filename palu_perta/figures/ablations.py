@@ -101,17 +101,18 @@ def palu_k_and_n(rows: Mapping[str, pd.DataFrame], default_top_k: int, default_f
 
 
 @register("07_palu_target_and_form")
-def palu_target_and_form(rows: Mapping[str, pd.DataFrame], fq_items: Sequence[int], target_utility: float,
+def palu_target_and_form(rows: Mapping[str, pd.DataFrame], top_k: int, fq_items: Sequence[int], target_utility: float,
                          retain_utility: float, profile_name: str) -> plt.Figure:
-    """PALU's ``target`` (the value c the top-K logits are pulled to) and ``form`` (of the local loss) axes.
+    """PALU's ``target`` (the value c the top-K logits are pulled to) and ``form`` (of the local loss) axes, both
+    run at K = ``top_k`` (``ablations.TARGET_FORM_TOP_K``), so neither holds the default point (named in the title).
     ``rows``: axis name -> that axis' settings in x order (:func:`point_columns`: ``value`` the x label, ``default``
     bool, ``forget_quality`` and ``model_utility`` each with ``_low`` / ``_high``, its 95 % item-bootstrap
     interval); ``fq_items``: (forget items, retain-model forget items), the counts forget quality compares (for
     the values it can take); ``target_utility``, ``retain_utility``: the reference models' model utility (lines);
     ``profile_name``: named in the title."""
     return _palu_grid(rows, [("target", "target c"), ("form", "form of the local loss")], fq_items, target_utility,
-                      retain_utility, f"PALU: the target c and the form of the loss (red: the default; bars: 95 % "
-                      f"item-bootstrap intervals); {profile_name} profile")
+                      retain_utility, f"PALU: the target c and the form of the loss, at K = {top_k} (the default, K = 1, "
+                      f"is on no point; bars: 95 % item-bootstrap intervals); {profile_name} profile")
 
 
 # the temporal scopes from the narrowest to the widest (rows), and the vocabulary scopes (columns)
