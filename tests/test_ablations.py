@@ -66,8 +66,8 @@ def test_palu_default_point_is_notebook_06s_run_and_equal_losses_share_a_run():
     # every other point is a different loss, and a valid one
     points = {json.dumps(ablations.palu_hyper(a, v), sort_keys=True)
               for a, values in ablations.PALU_AXES.items() for v in values}
-    # 27 points: the default is one of each of the 7 axes, N = 3 is onset x topk, K = |V| is sensitive x full,
-    # and lr_scale changes the budget (two more runs)
+    # 27 points: the default is one of each of 5 axes, K = 50 is the full-mean / squared point of target and form,
+    # N = 3 is onset x topk, K = |V| is sensitive x full, and lr_scale changes the budget (two more runs)
     assert sum(len(values) for values in ablations.PALU_AXES.values()) == 27
     assert len(points) == 17
     runs = {(json.dumps(ablations.palu_hyper(a, v), sort_keys=True), ablations.palu_budget(profile, a, v)["learning_rate"])
