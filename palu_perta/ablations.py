@@ -86,7 +86,7 @@ def palu_hyper(axis: str, value: Any) -> dict[str, Any]:
     """PALU's hyperparameters with one axis changed: :data:`PALU_HYPER` updated with the axis' change. A key
     that PALU_HYPER sets is overwritten; a key it leaves to the loss is added only when the value differs from
     :func:`~palu_perta.losses.palu_loss`'s default. So equal losses give equal dicts and share one cached run:
-    the default point is exactly :data:`PALU_HYPER` (notebook 06's run) on every axis (N = "all" included:
+    the default point is exactly :data:`PALU_HYPER` (notebook 06's run) on every axis but ``target`` and ``form`` (N = "all" included:
     every sensitive token is the default's temporal scope), and N = 3 (the loss's default) is the dict of the
     "onset x topk" scope cell. The ``target`` and ``form`` axes also set K = :data:`TARGET_FORM_TOP_K` (50): their
     "full_mean" and "squared" points are the ``top_k`` axis' K = 50 run.
