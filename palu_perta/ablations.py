@@ -29,11 +29,12 @@ from typing import Any
 import pandas as pd
 
 from . import perta, pipeline
-from .artifacts import atomic_write_json, cached
+from .artifacts import atomic_write_json
 from .config import PALU_HYPER, Profile, unlearn_budget
+from .kept import cached_or_kept
 from .losses import LOSSES
 from .models import load_model
-from .unlearn import UnlearnConfig, unlearned_model
+from .unlearn import UnlearnConfig, unlearned_model, unlearned_path
 
 # metric keys every ablation row carries (open-unlearning's names)
 KEYS = ("forget_quality", "model_utility", "forget_Q_A_ROUGE", "exact_memorization", "privleak")
@@ -178,16 +179,21 @@ def palu_ablation(
             budget = palu_budget(profile, axis, value)
             cfg = UnlearnConfig(method="palu", hyper=hyper, seed=profile.seed, **budget)
             start = time.perf_counter()
-            # without progress, quiet: the Trainer prints every logged step
-            with contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO()):
-                run = unlearned_model(profile, Path(target_dir), bench, cfg, progress=progress)
-            evaluation = pipeline.evaluation(profile, run, bench, retain_eval, progress=progress)
+            run = unlearned_path(profile, Path(target_dir), bench, cfg)
+
+            def train(cfg: UnlearnConfig = cfg) -> None:  # only when the evaluation is neither cached nor kept
+                # without progress, quiet: the Trainer prints every logged step
+                with contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO()):
+                    unlearned_model(profile, Path(target_dir), bench, cfg, progress=progress)
+
+            evaluation = pipeline.evaluation(profile, run, bench, retain_eval, progress=progress, prepare=train)
             default = hyper == PALU_HYPER and budget == unlearn_budget(profile)
             rows.append({"axis": axis, "value": value_label(axis, value), "default": default,
                          **{k: evaluation.summary[k] for k in KEYS},
                          "hyper": json.dumps({k: v for k, v in hyper.items() if PALU_HYPER.get(k) != v} or "default"),
                          "learning_rate": budget["learning_rate"],
-                         "run": run.name, "train_s": perta.build_time(run)})
+                         "run": run.name, "train_s": perta.build_time(run) if run.is_dir()
+                         else evaluation.model_build_time()})
             if log:
                 log(f"{axis:8s} {value_label(axis, value):15s} FQ {evaluation.summary['forget_quality']:.3g}  "
                     f"MU {evaluation.summary['model_utility']:.3f}  forget ROUGE-L "
@@ -242,7 +248,8 @@ def forgetting_lambda(
         atomic_write_json(directory / "lambda.json", {"lam": lam, "rouge": rouge, "probes": probes, "note": note,
                                                       "wall_time_s": round(time.perf_counter() - begin, 2)})
 
-    path = cached("calibration", f"{profile.name}-{method}{'-' + control if control else ''}-forgetting", config, build)
+    path = cached_or_kept("calibration", f"{profile.name}-{method}{'-' + control if control else ''}-forgetting", config,
+                          build)
     return json.loads((path / "lambda.json").read_text())
 
 

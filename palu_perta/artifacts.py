@@ -25,6 +25,7 @@ from . import __version__
 from .paths import artifacts_root
 
 CONFIG_FILE = "artifact.json"  # not config.json: HF model directories own that name
+TIMING_FILE = "timing.json"  # how long an entry took to build (perta's pieces)
 
 
 ROOT_MARK = "$PALU_PERTA_ARTIFACTS"  # stands for the artifacts directory inside keys
@@ -227,6 +228,17 @@ def atomic_write_text(path: Path, text: str) -> Path:
 def atomic_write_json(path: Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=1, default=float))
+
+
+def build_time(path: str | os.PathLike) -> float | None:
+    """Seconds it took to build a cached entry: ``timing.json``, or a fine-tune's ``train_runtime``."""
+    path = Path(path)
+    if (path / TIMING_FILE).is_file():
+        return json.loads((path / TIMING_FILE).read_text())["wall_time_s"]
+    if (path / "log_history.json").is_file():
+        runtime = [h["train_runtime"] for h in json.loads((path / "log_history.json").read_text()) if "train_runtime" in h]
+        return runtime[-1] if runtime else None
+    return None
 
 
 def entry_key(path: str | os.PathLike) -> str:

@@ -35,7 +35,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from palu_perta import pipeline
-from palu_perta.artifacts import atomic_write_json, cached, entry_key, entry_path, is_complete, remove_entry
+from palu_perta.artifacts import (TIMING_FILE, atomic_write_json, build_time, cached, entry_key, entry_path, is_complete,
+                                  remove_entry)
+from palu_perta.kept import cached_or_kept
 from palu_perta.config import FinetuneConfig, Profile
 from palu_perta.evaluation import generate_answers
 from palu_perta.importance import parameter_importance
@@ -174,7 +176,6 @@ MUSE_TV_EPOCHS = 5
 TOFU_FINETUNE_LR = 1e-5  # ... for models that TOFU fine-tunes at lr 1e-5 (the paper profile)
 IMPORTANCE_FILE = "importance.safetensors"
 TAU_FILE = "tau.safetensors"
-TIMING_FILE = "timing.json"
 
 
 @dataclass(frozen=True)
@@ -248,17 +249,6 @@ def _timed_build(build: Callable[[Path], dict[str, Any] | None]) -> Callable[[Pa
         atomic_write_json(directory / TIMING_FILE, {"wall_time_s": round(time.perf_counter() - start, 2), **extra})
 
     return run
-
-
-def build_time(path: Path) -> float | None:
-    """Seconds it took to build a cached entry: ``timing.json``, or a fine-tune's ``train_runtime``."""
-    path = Path(path)
-    if (path / TIMING_FILE).is_file():
-        return json.loads((path / TIMING_FILE).read_text())["wall_time_s"]
-    if (path / "log_history.json").is_file():
-        runtime = [h["train_runtime"] for h in json.loads((path / "log_history.json").read_text()) if "train_runtime" in h]
-        return runtime[-1] if runtime else None
-    return None
 
 
 # ------------------------------------------------------------------------------------ theta_ft and tau
@@ -705,7 +695,7 @@ def calibrate_lambda(
             "grid": grid, "lam_star": lam_star, "target_rouge": target_rouge, "retain_rouge": retain_rouge,
             "probes": probes, "note": note, "wall_time_s": round(time.perf_counter() - begin, 2)})
 
-    path = cached("calibration", f"{profile.name}-tv-lambda", config, build)
+    path = cached_or_kept("calibration", f"{profile.name}-tv-lambda", config, build)
     return json.loads((path / "calibration.json").read_text())
 
 

@@ -19,13 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .artifacts import cached
+from .artifacts import atomic_write_json, build_time
 from .config import Profile
 from .data import Benchmark, load_benchmark
 from .evaluation import evaluate, summarise
+from .kept import cached_or_kept
 from .models import load_model
 from .tokenization import prompt_format_for
 from .training import records_info, target_and_retain
+
+
+MODEL_FILE = "model.json"  # in an evaluation's entry: how long its model took to build
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,11 @@ class Evaluation:
     def per_item(self) -> dict[str, Any]:
         return json.loads(self.per_item_path.read_text())
 
+    def model_build_time(self) -> float | None:
+        """Seconds the evaluated model directory took to build (its training run), when known, else None."""
+        path = self.path / MODEL_FILE
+        return json.loads(path.read_text()).get("build_s") if path.is_file() else None
+
 
 def benchmark(profile: Profile) -> Benchmark:
     """The profile's benchmark (synthetic, TOFU or a user directory)."""
@@ -72,6 +81,7 @@ def evaluation(
     name: str | None = None,
     key: dict[str, Any] | None = None,
     progress: bool = True,
+    prepare: Callable[[], Any] | None = None,
 ) -> Evaluation:
     """Evaluate ``model`` on ``bench`` with the full suite, cached.
 
@@ -81,6 +91,11 @@ def evaluation(
 
     ``reference``: the retain model's evaluation, for forget quality and PrivLeak; ``"self"``
     scores the model against itself (the retain model's own forget quality is exactly 1).
+
+    ``prepare``: called before the model is loaded, only when the evaluation is neither cached nor kept
+    (:mod:`palu_perta.kept`), e.g. to train the model directory ``model`` names. The entry's ``model.json``
+    records how long that directory took to build (:meth:`Evaluation.model_build_time`), so the time survives
+    in the kept results when the model itself is gone.
     """
     settings = {"max_new_tokens": profile.max_new_tokens, "batch_size": profile.eval_batch_size}
     if callable(model) and key is None:
@@ -95,10 +110,14 @@ def evaluation(
         config["prompt_format"] = fmt.to_dict()
 
     def build(directory: Path) -> None:
+        if prepare is not None:
+            prepare()
         loaded, tokenizer = model() if callable(model) else load_model(str(model), seed=profile.seed)
         evaluate(loaded, tokenizer, bench, out_dir=directory, progress=progress, **settings)
+        if not callable(model):
+            atomic_write_json(directory / MODEL_FILE, {"build_s": build_time(Path(str(model)))})
 
-    path = cached("evals", name or ("model" if callable(model) else Path(str(model)).name), config, build)
+    path = cached_or_kept("evals", name or ("model" if callable(model) else Path(str(model)).name), config, build)
     per_item = json.loads((path / "per_item.json").read_text())
     if reference == "self":
         ref = per_item

@@ -647,6 +647,25 @@ def unlearn(
     return UnlearnResult(trainer.state.log_history, trainer.trajectory, provenance)
 
 
+def _unlearned_entry(profile: Profile, target: Path, benchmark: Benchmark, cfg: UnlearnConfig,
+                     spans: str | os.PathLike | None, margin: float) -> tuple[Path, dict[str, Any], Any]:
+    config = {"target": str(target), "forget": records_info(benchmark.source, benchmark.forget),
+              "retain": records_info(benchmark.source, benchmark.retain), "unlearn": cfg.to_dict(),
+              # the loss's defaults too: changing one (PDU's dual settings, IdK-DPO's 2/beta) retrains
+              "hyper": {**LOSSES[cfg.method].defaults, **cfg.hyper}}
+    plan = plan_spans(benchmark.forget, spans, margin=margin) if needs_spans(cfg) else None
+    if plan is not None and plan.source != "labels":
+        config["spans"] = plan.key(base=profile.model)
+    return entry_path("unlearned", f"{profile.name}-{cfg.method}", config), config, plan
+
+
+def unlearned_path(profile: Profile, target: Path, benchmark: Benchmark, cfg: UnlearnConfig, *,
+                   spans: str | os.PathLike | None = None, margin: float = DEFAULT_MARGIN) -> Path:
+    """Where :func:`unlearned_model` caches this run (same arguments), without building it: a key for what is
+    computed from the run (an evaluation) before deciding whether the run must be trained at all."""
+    return _unlearned_entry(profile, target, benchmark, cfg, spans, margin)[0]
+
+
 def unlearned_model(
     profile: Profile,
     target: Path,
@@ -667,14 +686,7 @@ def unlearned_model(
     estimates compare ``target`` with the profile's model. The entry then holds ``spans.json`` (how the
     spans were found, and the spans), and spans other than the data's labels enter the cache key, so
     labels, estimates and a file never share an entry. A cached entry's spans line is logged again."""
-    config = {"target": str(target), "forget": records_info(benchmark.source, benchmark.forget),
-              "retain": records_info(benchmark.source, benchmark.retain), "unlearn": cfg.to_dict(),
-              # the loss's defaults too: changing one (PDU's dual settings, IdK-DPO's 2/beta) retrains
-              "hyper": {**LOSSES[cfg.method].defaults, **cfg.hyper}}
-    plan = plan_spans(benchmark.forget, spans, margin=margin) if needs_spans(cfg) else None
-    if plan is not None and plan.source != "labels":
-        config["spans"] = plan.key(base=profile.model)
-    path = entry_path("unlearned", f"{profile.name}-{cfg.method}", config)
+    path, config, plan = _unlearned_entry(profile, target, benchmark, cfg, spans, margin)
     if plan is not None and log is not None and not force and is_complete(path, config) and is_main_process():
         stored = spans_provenance(path)
         if stored and (stored["source"] != "labels" or stored.get("requested")):
