@@ -109,13 +109,11 @@ def palu_hyper(axis: str, value: Any) -> dict[str, Any]:
             change = {"temporal": "onset", "first_n": int(value)}
         else:
             raise ValueError(f"first_n must be a positive integer or -1 (every sensitive token), got {value!r}")
-    elif axis == "target":
-        change = {"top_k": TARGET_FORM_TOP_K, "target": value}
     elif axis == "scope":
         temporal, vocab = value
         change = {"temporal": temporal, "vocab": vocab}
-    else:
-        change = {"top_k": TARGET_FORM_TOP_K, "form": value}
+    else:  # "target" or "form" (AXES_AT_TARGET_FORM_K): the loss' key of the same name, at K = 50
+        change = {"top_k": TARGET_FORM_TOP_K, axis: value}
     defaults = LOSSES["palu"].defaults
     hyper = dict(PALU_HYPER)
     hyper.update({k: v for k, v in change.items() if k in PALU_HYPER or v != defaults[k]})
