@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from palu_perta import figures, store, study
+from palu_perta import figures, kept, store, study
 from palu_perta.cli import main
 from palu_perta.config import repo_root
 
@@ -263,7 +263,9 @@ def test_committed_results_match_the_current_code():
     cells to rerun (``python -m palu_perta study --grid NAME``)."""
     root = repo_root() / "results"
     figure_data = figures.data_dir("cpu", root)  # results/figures: the notebooks' figure data, not a study
-    studies = sorted(p for p in root.iterdir() if p.is_dir() and p != figure_data) if root.is_dir() else []
+    kept_results = kept.kept_root(root)  # results/kept: notebooks' kept evaluations (tests/test_kept.py), not a study
+    studies = sorted(p for p in root.iterdir() if p.is_dir() and p not in (figure_data, kept_results)) \
+        if root.is_dir() else []
     if not studies:
         pytest.skip("no committed study results")
     problems = []
