@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .artifacts import _canonical, atomic_write_text, cached, config_hash, entry_path, portable
+from .artifacts import CONFIG_FILE, _canonical, atomic_write_text, cached, config_hash, entry_path, portable
 
 KEPT_KINDS = ("evals", "calibration")  # cache kinds whose entries are small JSON files, never weights
 KEEP_ENV = "PALU_PERTA_KEEP"
-CONFIG_FILE = "artifact.json"
 
 
 def keeping() -> bool:

@@ -37,10 +37,10 @@ from torch import Tensor, nn
 from palu_perta import pipeline
 from palu_perta.artifacts import (TIMING_FILE, atomic_write_json, build_time, cached, entry_key, entry_path, is_complete,
                                   remove_entry)
-from palu_perta.kept import cached_or_kept
 from palu_perta.config import FinetuneConfig, Profile
 from palu_perta.evaluation import generate_answers
 from palu_perta.importance import parameter_importance
+from palu_perta.kept import cached_or_kept
 from palu_perta.metrics import rouge_scores
 from palu_perta.models import load_model
 from palu_perta.task_vectors import TaskVector, check_same_keys
