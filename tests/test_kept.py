@@ -9,7 +9,7 @@ import json
 import pytest
 
 from palu_perta import ablations, kept, pipeline
-from palu_perta.artifacts import cached, entry_path
+from palu_perta.artifacts import cached
 from palu_perta.config import get_profile
 
 
@@ -108,7 +108,7 @@ def test_palu_ablation_points_kept_once_are_read_back_without_training_or_evalua
         return rows, models
 
     first, models = rows_and_retain()
-    runs = {entry_path("unlearned", "x", {}).parent / run for run in first["run"]}
+    runs = {artifacts_root() / "unlearned" / run for run in first["run"]}
     assert all(run.is_dir() for run in runs) and first["train_s"].notna().all()
     assert len(kept.records()) == len(first) + 1  # each run's evaluation and the retain model's
     fresh = _cache_sharing_models(tmp_path / "fresh", shared)
