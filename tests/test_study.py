@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -61,12 +60,26 @@ def test_study_arguments_are_checked(tmp_path, capsys):
     assert main(["study", "--grid", "nope", "--dry-run"]) == 2
 
 
+# The study in a child process that stops (hangs, as a process about to be killed) right after the unlearning
+# cell's first complete checkpoint, and says so on stdout: the parent then kills it mid-cell on every machine,
+# however loaded (polling for the checkpoint could see the cell finish first).
 KILLED = textwrap.dedent("""
-    import sys
+    import sys, time
     from pathlib import Path
+    import transformers
     from palu_perta import study
     from tests.test_study import SMALL
-    study.run_study(SMALL, Path(sys.argv[1]), progress=False)
+    ga = next(c for c in SMALL.cells() if c.method == "ga")
+    save = transformers.Trainer._save_checkpoint
+
+    def save_then_hang(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        if Path(self.args.output_dir).name.startswith(f"{SMALL.name}-{ga.id}-"):
+            print("checkpoint", flush=True)
+            time.sleep(3600)
+
+    transformers.Trainer._save_checkpoint = save_then_hang
+    study.run_study(SMALL, Path(sys.argv[1]), progress=False, log=lambda _: None)
 """)
 
 
@@ -94,16 +107,19 @@ def test_a_study_killed_mid_cell_resumes_to_the_same_results(tmp_path, straight)
     scratch_root = study.artifacts_root() / "study-scratch"
 
     proc = subprocess.Popen([sys.executable, "-c", KILLED, str(killed)], cwd=repo_root(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 600
-    checkpoint = None
-    while checkpoint is None and proc.poll() is None and time.monotonic() < deadline:
-        found = [p for p in scratch_root.glob(f"{SMALL.name}-{ga.id}-*/checkpoint-*")]
-        checkpoint = found[0] if found and (found[0] / "trainer_state.json").exists() else None
-        time.sleep(0.02)
-    assert checkpoint is not None, f"no checkpoint seen; the run ended with {proc.poll()}: {proc.stderr.read()[-2000:]}"
-    os.kill(proc.pid, signal.SIGKILL)  # as a cluster's time limit would: no clean-up
-    proc.wait()
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        said = proc.stdout.readline().strip()  # "checkpoint", or "" when the child ended without one
+        if said != "checkpoint":
+            proc.wait(timeout=60)
+            pytest.fail(f"no checkpoint seen; the run ended with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)  # as a cluster's time limit would: no clean-up
+        proc.wait()
+    found = sorted(scratch_root.glob(f"{SMALL.name}-{ga.id}-*/checkpoint-*"))
+    assert len(found) == 1 and (found[0] / "trainer_state.json").exists(), found
+    checkpoint = found[0]
     assert not ga_file.exists(), "the cell finished before the kill: the test did not kill mid-cell"
     done = [p.name for p in (killed / SMALL.name).glob("*.jsonl")]
     assert sorted(done) == sorted(f"{c.id}.jsonl" for c in SMALL.cells() if c.kind == "reference")
