@@ -329,7 +329,7 @@ LABS: tuple[Lab, ...] = (
              "PALU's loss on one example: the onset tokens and the local loss (its exercises are homework)"),
     )),
     Lab("ablations", "Follow-up on why the methods work (45 minutes)", 45, (
-        Slot("07_ablations", ("intro", "A", "B", "Exercises"), ("07.k1_is_pdu", "07.top_overlap", "07.read_controls"),
+        Slot("07_ablations", ("intro", "A", "B"), ("07.k1_is_pdu", "07.top_overlap", "07.read_controls"),
              14,
              "A0 (how much of PALU's place comes from the step size), A5 (the paper's central claim, 2 x 2), "
              "B's controls (do PerTA's weights do the work at equal forgetting?); every verdict rests on one run "

@@ -169,7 +169,7 @@ def perta_ablations(points: pd.DataFrame, fq_items: Sequence[int], target_utilit
     plots.dot_intervals(axes[1], labels, points["forget_quality"].clip(lower=FLOOR),
                         points["forget_quality_low"].clip(lower=FLOOR), points["forget_quality_high"].clip(lower=FLOOR),
                         colours=colours, rotation=35)
-    axes[1].set(yscale="log", ylabel="forget quality (log)", title="forget quality at the same forget ROUGE-L")
+    axes[1].set(yscale="log", ylabel="forget quality (log)", title="forget quality at each variant's own lambda")
     plots.mark_fq_lattice(axes[1], *fq_items)
     axes[1].legend(fontsize=8, loc="lower left")
     for ax in axes:
