@@ -317,25 +317,46 @@ def replace_readme_block(text: str, name: str, table: pd.DataFrame) -> str:
     return head + readme_block(name, table) + rest.split(README_END, 1)[1]
 
 
+# The pages that hold a study's verdict block: the README holds the headline study's (cpu); a study whose block
+# would push the README over its 8 KB (PALU's 2 x 2, `scope`) has it in docs/studies.md, the README one sentence.
+BLOCK_PAGES = ("README.md", "docs/studies.md")
+
+
+def block_page(name: str, root=None):
+    """The page (of :data:`BLOCK_PAGES`, under the checkout ``root``) holding study ``name``'s verdict block,
+    or None when none does."""
+    from .config import repo_root
+
+    root = root or repo_root()
+    start = README_START.format(name=name)
+    for page in BLOCK_PAGES:
+        path = root / page
+        if path.is_file() and start in path.read_text():
+            return path
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m palu_perta.verdicts NAME``: rewrite the README's verdict block of study NAME from its
-    committed ``figures/study_<NAME>_verdicts.csv`` (``python -m palu_perta.report NAME`` writes that)."""
+    """``python -m palu_perta.verdicts NAME``: rewrite study NAME's verdict block (in the README, or in the page of
+    :data:`BLOCK_PAGES` that holds it) from its committed ``figures/study_<NAME>_verdicts.csv``
+    (``python -m palu_perta.report NAME`` writes that)."""
     import sys
 
-    from .config import repo_root
     from .paths import figures_dir
 
     names = list(argv if argv is not None else sys.argv[1:]) or ["cpu"]
-    readme = repo_root() / "README.md"
-    text = readme.read_text()
     for name in names:
         csv = figures_dir() / f"study_{name}_verdicts.csv"
         if not csv.is_file():
             print(f"{csv} does not exist: run `python -m palu_perta.report {name}` first", file=sys.stderr)
             return 2
-        text = replace_readme_block(text, name, read_table(csv))
-    readme.write_text(text)
-    print(f"wrote the verdict block(s) {', '.join(names)} of {readme}")
+        page = block_page(name)
+        if page is None:
+            print(f"no page of {', '.join(BLOCK_PAGES)} has a line {README_START.format(name=name)!r}: add it (and "
+                  f"the line {README_END!r}) where study {name}'s verdicts belong", file=sys.stderr)
+            return 2
+        page.write_text(replace_readme_block(page.read_text(), name, read_table(csv)))
+        print(f"wrote the verdict block {name} of {page}")
     return 0
 
 

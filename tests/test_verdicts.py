@@ -136,22 +136,80 @@ def test_markdown_states_the_interval_and_the_verdict(toy):
     assert "No claim can be tested yet" in verdicts.claims_markdown(table.iloc[:0])
 
 
-def test_the_committed_verdicts_are_what_the_committed_results_give(monkeypatch):
-    """figures/study_cpu_verdicts.csv (and so the README's verdict block) is rebuilt from results/cpu: a
-    result added without `python -m palu_perta.report cpu`, or a change of the reading, fails here."""
+def committed_studies() -> list[str]:
+    """The studies with committed results (``results/<name>/*.jsonl``) in the git checkout."""
     from palu_perta.config import repo_root
 
     root = repo_root()
-    if root is None or not (root / "results" / "cpu").is_dir():
+    results = root / "results" if root is not None else None
+    if results is None or not results.is_dir():
+        return []
+    return sorted(p.name for p in results.iterdir() if p.is_dir() and any(p.glob("*.jsonl")))
+
+
+@pytest.mark.parametrize("name", committed_studies() or ["cpu"])
+def test_the_committed_verdicts_are_what_the_committed_results_give(monkeypatch, name):
+    """figures/study_<name>_verdicts.csv (and so its verdict block, in the README or docs/studies.md) is rebuilt
+    from results/<name>: a result added without `python -m palu_perta.report <name>`, or a change of the reading,
+    fails here."""
+    from palu_perta.config import repo_root
+
+    root = repo_root()
+    if root is None or not (root / "results" / name).is_dir():
         pytest.skip("needs the git checkout's results/")
     monkeypatch.setattr(verdicts, "RESAMPLES", RESAMPLES[0])
     monkeypatch.setattr(report, "RESAMPLES", RESAMPLES[1])
-    committed = verdicts.read_table(root / "figures" / "study_cpu_verdicts.csv")
-    rebuilt = verdicts.claim_table(store.load(root / "results" / "cpu")).round(6).reset_index(drop=True)
+    csv = root / "figures" / f"study_{name}_verdicts.csv"
+    assert csv.is_file(), f"{csv.name} is missing: run `python -m palu_perta.report {name}`"
+    committed = verdicts.read_table(csv)
+    rebuilt = verdicts.claim_table(store.load(root / "results" / name)).round(6).reset_index(drop=True)
     assert list(committed.columns) == list(rebuilt.columns)
-    assert len(committed) == len(rebuilt), "rerun `python -m palu_perta.report cpu` and `python -m palu_perta.verdicts cpu`"
+    assert len(committed) == len(rebuilt), (f"rerun `python -m palu_perta.report {name}` and "
+                                            f"`python -m palu_perta.verdicts {name}`")
     if len(rebuilt):
         pd.testing.assert_frame_equal(committed, rebuilt, check_dtype=False, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", committed_studies() or ["cpu"])
+def test_each_committed_studys_verdict_block_is_its_verdicts(name):
+    """Every committed study's verdict block, in the README (cpu) or docs/studies.md (scope), is what
+    ``python -m palu_perta.verdicts <name>`` writes from its committed verdict table."""
+    from palu_perta.config import repo_root
+
+    root = repo_root()
+    csv = root / "figures" / f"study_{name}_verdicts.csv" if root is not None else None
+    if csv is None or not csv.is_file():
+        pytest.skip("needs the git checkout's figures/ (the test above fails when the table is missing)")
+    page = verdicts.block_page(name, root)
+    assert page is not None, (f"no page of {verdicts.BLOCK_PAGES} holds study {name}'s verdict block: add its two "
+                              "marker lines and run `python -m palu_perta.verdicts " + name + "`")
+    expected = verdicts.readme_block(name, verdicts.read_table(csv))
+    assert expected in page.read_text(), (f"{page.name}'s verdicts of study {name} differ from the committed table: "
+                                          f"run `python -m palu_perta.verdicts {name}`")
+
+
+def test_verdicts_main_writes_the_block_where_it_is_and_names_a_missing_one(tmp_path, monkeypatch, capsys):
+    """`python -m palu_perta.verdicts NAME` rewrites the block in whichever page holds it, and says which marker
+    line to add when no page does."""
+    from palu_perta import config
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("# x\n")
+    start = verdicts.README_START.format(name="toy")
+    (tmp_path / "docs" / "studies.md").write_text(f"before\n{start}\nold\n{verdicts.README_END}\nafter\n")
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    pd.DataFrame(columns=list(verdicts.COLUMNS)).to_csv(figures / "study_toy_verdicts.csv", index=False)
+    pd.DataFrame(columns=list(verdicts.COLUMNS)).to_csv(figures / "study_other_verdicts.csv", index=False)
+    monkeypatch.setattr(config, "repo_root", lambda: tmp_path)
+    monkeypatch.setenv("PALU_PERTA_FIGURES", str(figures))
+    assert verdicts.main(["toy"]) == 0
+    text = (tmp_path / "docs" / "studies.md").read_text()
+    assert "old" not in text and "No claim can be tested yet on the `toy` study" in text
+    assert text.startswith("before\n") and text.endswith("after\n")
+    assert (tmp_path / "README.md").read_text() == "# x\n"
+    assert verdicts.main(["other"]) == 2
+    assert "verdicts other:" in capsys.readouterr().err
 
 
 def test_find_row_returns_the_one_matching_row_or_none():
