@@ -180,9 +180,10 @@ GRIDS: dict[str, Grid] = {
         description="SmolLM2-135M on 20 synthetic authors (forget10: 2 authors, 20 answers), 3 seeds",
     ),
     # The cpu grid on the real benchmark: 20 retain authors of TOFU (plus 2 as holdout) and forget01's two
-    # authors, 40 answers, with the GPT-4o span labels. Its answers are 1.35x as long as the synthetic ones
-    # and the suite scores 400 retain items, so a cell costs about three times a synthetic one (the estimate
-    # below is the synthetic one's until cells of its own are timed): a GPU-sized or multi-session study.
+    # authors, 40 answers, with the GPT-4o span labels. Its fine-tuning text is 5.1 times the synthetic
+    # setting's and its evaluated text 6.5 times (the suite scores 400 retain items, 100 real authors and 117
+    # world facts, with answers three times as long): `--dry-run` scales the synthetic cells' costs by that
+    # (`work_scale`) to about 25 h on 2 cores until cells of its own are timed, a GPU-sized study.
     "tofu": Grid(
         "tofu", "cpu", seeds=(0, 1, 2),
         settings={"tofu": {"data": "tofu", "n_authors": 20, "n_holdout_authors": 2}},
@@ -306,20 +307,41 @@ def n_points(grid: Grid, cell: Cell) -> int:
     return int((grid.budget.get("epochs") or unlearn_budget(grid.profile_for(cell))["epochs"]))
 
 
-def estimate_seconds(grid: Grid, cell: Cell, finished: Sequence[dict[str, Any]] = ()) -> float:
-    """A cell's expected wall time: the mean of finished cells of the same method (scaled by their
-    number of points), else :data:`COSTS`."""
-    same = [c for c in finished if c["cell"]["method"] == cell.method and c.get("wall_time_s")]
+def bench_work(bench: Any) -> dict[str, float]:
+    """How much a setting asks of each kind of step, in characters of text: ``train``, the questions and
+    answers fine-tuned on (the full set: the fine-tunes, an unlearning epoch, the importance passes scale with
+    it); ``eval``, the answers of every evaluated split (the suite generates and scores them)."""
+    def chars(records: Sequence[dict]) -> float:
+        return float(sum(len(r["question"]) + len(r["answer"]) for r in records))
+
+    return {"train": chars(bench.full), "eval": sum(chars(records) for records in bench.splits().values())}
+
+
+def work_scale(grid: Grid, bench: Any, default_bench: Any) -> dict[str, float]:
+    """``bench``'s work over the grid profile's default setting's (:func:`bench_work`), per kind of step: the
+    factors :data:`COSTS` (timed on the default setting) are scaled by for a setting of another size."""
+    own, default = bench_work(bench), bench_work(default_bench)
+    return {kind: own[kind] / default[kind] if default[kind] else 1.0 for kind in own}
+
+
+def estimate_seconds(grid: Grid, cell: Cell, finished: Sequence[dict[str, Any]] = (),
+                     scale: dict[str, float] | None = None) -> float:
+    """A cell's expected wall time: the mean of finished cells of the same method on the same setting (scaled
+    by their number of points), else :data:`COSTS`, timed on the profile's default setting, times ``scale``
+    (:func:`work_scale`: the cell's setting's work over the default's; 1 when not given)."""
+    same = [c for c in finished if c["cell"]["method"] == cell.method and c.get("wall_time_s")
+            and c["cell"].get("setting", cell.setting) == cell.setting]
     points = n_points(grid, cell)
     if same:
         per_point = sum(c["wall_time_s"] / max(1, c.get("points", 1)) for c in same) / len(same)
         return per_point * points
     cost = COSTS.get(grid.profile, COSTS["cpu"])
+    train, evaluate = (scale or {}).get("train", 1.0), (scale or {}).get("eval", 1.0)
     if cell.kind == "reference":
-        return cost["finetune"] + cost["eval"]
+        return cost["finetune"] * train + cost["eval"] * evaluate
     if cell.kind == "arithmetic":
-        return cost["arithmetic_setup"] + points * cost["eval"]
-    return points * (cost["epoch"] + cost["eval"])
+        return cost["arithmetic_setup"] * train + points * cost["eval"] * evaluate
+    return points * (cost["epoch"] * train + cost["eval"] * evaluate)
 
 
 @dataclass
@@ -387,18 +409,26 @@ def plan(grid: Grid, root: Path | None = None, cells: Sequence[Cell] | None = No
         if header is not None and isinstance(header.get("cell"), dict) and "method" in header["cell"]:
             finished.append({"cell": header["cell"], "wall_time_s": header.get("wall_time_s"),
                              "points": header.get("points", 1)})
+    default_bench = None
+    scales = {}
+    for key, bench in benches.items():  # COSTS were timed on the profile's default setting: scale by the work
+        default_bench = default_bench if default_bench is not None else benchmark(get_profile(grid.profile))
+        scales[key] = work_scale(grid, bench, default_bench)
     for row in rows:
-        row["estimate_s"] = estimate_seconds(grid, row["cell"], finished)
-    return Plan(grid, rows, missing_reference_models(grid, rows, benches))
+        cell = row["cell"]
+        row["estimate_s"] = estimate_seconds(grid, cell, finished, scales.get((cell.setting, cell.forget_split)))
+    return Plan(grid, rows, missing_reference_models(grid, rows, benches, scales))
 
 
 def missing_reference_models(grid: Grid, rows: Sequence[dict[str, Any]],
-                             benches: dict[tuple[str, str], Any] | None = None) -> list[dict[str, Any]]:
+                             benches: dict[tuple[str, str], Any] | None = None,
+                             scales: dict[tuple[str, str], dict[str, float]] | None = None) -> list[dict[str, Any]]:
     """The reference models that the cells to run will fine-tune first because the cache lacks them, though
     their own cells are done (a fresh cache beside committed results): every cell needs the target model,
     the reference cell of the retain model and TV / PerTA's lambda calibration the retain model. A missing
     model whose cell is still to run is already in that cell's estimate. ``benches``: the benchmarks already
-    loaded, by (setting, forget split)."""
+    loaded, by (setting, forget split); ``scales``: their :func:`work_scale` (a fine-tune's estimate scales with
+    its setting's training text)."""
     from . import pipeline
     from .training import reference_cached
 
@@ -419,7 +449,7 @@ def missing_reference_models(grid: Grid, rows: Sequence[dict[str, Any]],
             bench = bench if bench is not None else pipeline.benchmark(profile)
             if not reference_cached(profile, bench, role):
                 setup.append({"what": f"fine-tune the {role} model ({key[0]}, {key[1]}): not cached",
-                              "estimate_s": cost["finetune"]})
+                              "estimate_s": cost["finetune"] * (scales or {}).get(key, {}).get("train", 1.0)})
     return setup
 
 

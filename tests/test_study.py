@@ -53,6 +53,31 @@ def test_dry_run_lists_every_cell_and_the_time_left(tmp_path, capsys):
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
 
 
+def test_an_untimed_setting_is_estimated_by_its_work(tmp_path):
+    """Before a setting's own cells are timed, a cell's estimate is the default setting's cost scaled by how
+    much text it fine-tunes on and evaluates (a bigger setting is estimated longer, in proportion); once a
+    cell of that method on that setting is done, its time is used, and another setting's time is not."""
+    from palu_perta import pipeline
+    from palu_perta.config import get_profile
+
+    bigger = dataclasses.replace(SMALL, name="smoke-bigger", settings={"big": {"n_authors": 12}})
+    default_bench = pipeline.benchmark(get_profile("smoke"))
+    cell = next(c for c in bigger.cells() if c.method == "ga")
+    scale = study.work_scale(bigger, pipeline.benchmark(bigger.profile_for(cell)), default_bench)
+    assert scale["train"] > 1.5 and scale["eval"] > 1.0
+    assert study.work_scale(SMALL, default_bench, default_bench) == {"train": 1.0, "eval": 1.0}
+    base = study.estimate_seconds(bigger, cell)
+    scaled = study.estimate_seconds(bigger, cell, scale=scale)
+    cost, points = study.COSTS["smoke"], study.n_points(bigger, cell)
+    assert scaled == pytest.approx(points * (cost["epoch"] * scale["train"] + cost["eval"] * scale["eval"]))
+    assert scaled > base
+    assert study.plan(bigger, tmp_path).rows[-1]["estimate_s"] == pytest.approx(scaled)
+    timed = {"cell": {"method": "ga", "setting": "big"}, "wall_time_s": 30.0, "points": 3}
+    other = {"cell": {"method": "ga", "setting": "synthetic"}, "wall_time_s": 300.0, "points": 3}
+    assert study.estimate_seconds(bigger, cell, [timed, other], scale) == pytest.approx(10.0 * points)
+    assert study.estimate_seconds(bigger, cell, [other], scale) == pytest.approx(scaled)
+
+
 def test_study_arguments_are_checked(tmp_path, capsys):
     assert main(["study", "--profile", "smoke", "--methods", "sgd", "--dry-run", "--results", str(tmp_path)]) == 2
     assert "no method(s) ['sgd']" in capsys.readouterr().err
