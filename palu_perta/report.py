@@ -605,8 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 0 if set(names) & {"-h", "--help"} else 2
     root = store.results_root()
-    names = names or sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.jsonl"))) if root.is_dir() \
-        else names
+    names = names or store.study_names(root)
     if not names:
         print(f"no study results under {root}", file=sys.stderr)
         return 2

@@ -126,6 +126,12 @@ def cell_files(study_dir: Path) -> list[Path]:
     return sorted(Path(study_dir).glob("*.jsonl"))
 
 
+def study_names(root: Path | None = None) -> list[str]:
+    """The studies under ``root`` (default :func:`results_root`): its folders holding a cell file, sorted."""
+    root = Path(root) if root is not None else results_root()
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and cell_files(p)) if root.is_dir() else []
+
+
 def load(study_dir: Path, items: bool = True) -> dict[str, pd.DataFrame]:
     """A study's results as three tables: ``cells`` (one row per cell, its declaration flattened),
     ``summaries`` (one row per cell x point, the metrics as columns) and ``items`` (one row per cell x

@@ -317,9 +317,9 @@ def bench_work(bench: Any) -> dict[str, float]:
     return {"train": chars(bench.full), "eval": sum(chars(records) for records in bench.splits().values())}
 
 
-def work_scale(grid: Grid, bench: Any, default_bench: Any) -> dict[str, float]:
-    """``bench``'s work over the grid profile's default setting's (:func:`bench_work`), per kind of step: the
-    factors :data:`COSTS` (timed on the default setting) are scaled by for a setting of another size."""
+def work_scale(bench: Any, default_bench: Any) -> dict[str, float]:
+    """``bench``'s work over ``default_bench``'s (the grid profile's default setting), per kind of step
+    (:func:`bench_work`): the factors :data:`COSTS`, timed on the default setting, are scaled by."""
     own, default = bench_work(bench), bench_work(default_bench)
     return {kind: own[kind] / default[kind] if default[kind] else 1.0 for kind in own}
 
@@ -413,7 +413,7 @@ def plan(grid: Grid, root: Path | None = None, cells: Sequence[Cell] | None = No
     scales = {}
     for key, bench in benches.items():  # COSTS were timed on the profile's default setting: scale by the work
         default_bench = default_bench if default_bench is not None else benchmark(get_profile(grid.profile))
-        scales[key] = work_scale(grid, bench, default_bench)
+        scales[key] = work_scale(bench, default_bench)
     for row in rows:
         cell = row["cell"]
         row["estimate_s"] = estimate_seconds(grid, cell, finished, scales.get((cell.setting, cell.forget_split)))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -322,7 +323,7 @@ def replace_readme_block(text: str, name: str, table: pd.DataFrame) -> str:
 BLOCK_PAGES = ("README.md", "docs/studies.md")
 
 
-def block_page(name: str, root=None):
+def block_page(name: str, root: Path | None = None) -> Path | None:
     """The page (of :data:`BLOCK_PAGES`, under the checkout ``root``) holding study ``name``'s verdict block,
     or None when none does."""
     from .config import repo_root

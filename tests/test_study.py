@@ -63,9 +63,9 @@ def test_an_untimed_setting_is_estimated_by_its_work(tmp_path):
     bigger = dataclasses.replace(SMALL, name="smoke-bigger", settings={"big": {"n_authors": 12}})
     default_bench = pipeline.benchmark(get_profile("smoke"))
     cell = next(c for c in bigger.cells() if c.method == "ga")
-    scale = study.work_scale(bigger, pipeline.benchmark(bigger.profile_for(cell)), default_bench)
+    scale = study.work_scale(pipeline.benchmark(bigger.profile_for(cell)), default_bench)
     assert scale["train"] > 1.5 and scale["eval"] > 1.0
-    assert study.work_scale(SMALL, default_bench, default_bench) == {"train": 1.0, "eval": 1.0}
+    assert study.work_scale(default_bench, default_bench) == {"train": 1.0, "eval": 1.0}
     base = study.estimate_seconds(bigger, cell)
     scaled = study.estimate_seconds(bigger, cell, scale=scale)
     cost, points = study.COSTS["smoke"], study.n_points(bigger, cell)

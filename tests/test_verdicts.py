@@ -137,14 +137,11 @@ def test_markdown_states_the_interval_and_the_verdict(toy):
 
 
 def committed_studies() -> list[str]:
-    """The studies with committed results (``results/<name>/*.jsonl``) in the git checkout."""
+    """The studies with committed results in the git checkout (``results/<name>/*.jsonl``)."""
     from palu_perta.config import repo_root
 
     root = repo_root()
-    results = root / "results" if root is not None else None
-    if results is None or not results.is_dir():
-        return []
-    return sorted(p.name for p in results.iterdir() if p.is_dir() and any(p.glob("*.jsonl")))
+    return store.study_names(root / "results") if root is not None else []
 
 
 @pytest.mark.parametrize("name", committed_studies() or ["cpu"])
@@ -173,7 +170,8 @@ def test_the_committed_verdicts_are_what_the_committed_results_give(monkeypatch,
 @pytest.mark.parametrize("name", committed_studies() or ["cpu"])
 def test_each_committed_studys_verdict_block_is_its_verdicts(name):
     """Every committed study's verdict block, in the README (cpu) or docs/studies.md (scope), is what
-    ``python -m palu_perta.verdicts <name>`` writes from its committed verdict table."""
+    ``python -m palu_perta.verdicts <name>`` writes from its committed verdict table (``tests/test_readme.py``
+    checks the README's finding against the cpu table)."""
     from palu_perta.config import repo_root
 
     root = repo_root()
