@@ -305,7 +305,7 @@ LABS: tuple[Lab, ...] = (
         Slot("06_palu", ("intro", "1", "2", "3", "Exercises"), ("06.onset_mask", "06.palu_local"), 10,
              "the loss on one example, then PALU against the baselines on one budget; does its claim hold here?"),
         Slot("08_paper_figures", ("5",), (), 5,
-             "the verdicts at matched forgetting, with error bars: PALU against GradDiff and NPO"),
+             "the verdicts at matched forgetting, with error bars: PALU against GradDiff and NPO, and PALU's 2 x 2"),
     )),
     Lab("perta", "PerTA lab (90 minutes)", 90, (
         Slot("00_quickstart", ("intro", "1", "3", "5", "6", "Exercises"), ("00.smallest_lambda",), 5,

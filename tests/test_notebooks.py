@@ -155,11 +155,11 @@ def test_notebook_08_rebuilds_from_the_committed_results_training_nothing(tmp_pa
     papermill.execute_notebook(str(source), str(tmp_path / "08.ipynb"), kernel_name="python3", cwd=str(source.parent),
                                execution_timeout=600, progress_bar=False)
     assert not artifacts.exists() or not any(artifacts.rglob("*")), "notebook 08 built cache entries on the cpu profile"
-    assert {"08_tradeoff.png", "08_neighbour.png"} <= {p.name for p in figures.iterdir()}
+    assert {"08_tradeoff.png", "08_neighbour.png", "08_scope_tradeoff.png"} <= {p.name for p in figures.iterdir()}
     printed = json.loads((tmp_path / "08.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) for c in printed["cells"] if c["cell_type"] == "code"
                    for o in c["outputs"] if o.get("name") == "stdout")
     assert "skipped (single_runs=False)" in text and "grid: cpu" in text
-    for name in ("08_tradeoff.png", "08_neighbour.png"):  # `make figures` gives the committed figures
+    for name in ("08_tradeoff.png", "08_neighbour.png", "08_scope_tradeoff.png"):  # `make figures`: the committed ones
         problem = picture_difference(repo_root() / "figures" / name, figures / name)
         assert problem is None, f"figures/{name} is not what `make figures` draws from the committed results: {problem}"

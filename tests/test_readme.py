@@ -197,18 +197,31 @@ FINDING = {
 }
 
 
-def test_readme_finding_is_the_verdicts():
+# The README's paragraph on PALU's 2 x 2, read the same way against the scope study's verdicts.
+SCOPE_FINDING = {
+    "the top-1 restriction is needed for model utility": ([("palu-topk-needed", "model_utility")], "holds"),
+    "and the onset restriction for the neighbours' answers": ([("palu-onset-needed", "neighbour_rouge")], "holds"),
+    "neither restriction shows on both":
+        ([("palu-topk-needed", "neighbour_rouge"), ("palu-onset-needed", "model_utility")], "cannot tell"),
+}
+
+
+def assert_phrases_are_the_verdicts(findings: dict, table, line: str, update: str) -> None:
     from palu_perta import verdicts
 
-    table = verdict_table()
-    line = " ".join(readme().split())
-    for phrase, (rows, verdict) in FINDING.items():
-        assert phrase in line, f"the README's finding no longer says {phrase!r}: update FINDING with it"
+    for phrase, (rows, verdict) in findings.items():
+        assert phrase in line, f"the README no longer says {phrase!r}: update {update} with it"
         for claim, metric in rows:
             row = verdicts.find_row(table, claim=claim, metric=metric)
             assert row is not None and row["verdict"].startswith(verdict), (
                 f"the README says {phrase!r}, but {claim} on {metric} reads "
                 f"{None if row is None else row['verdict']!r}: rewrite the README's finding")
+
+
+def test_readme_finding_is_the_verdicts():
+    table = verdict_table()
+    line = " ".join(readme().split())
+    assert_phrases_are_the_verdicts(FINDING, table, line, "FINDING")
     seeds = table[["seeds_method", "seeds_baseline"]].to_numpy()
     fewest, most = int(seeds.min()), int(seeds.max())
     stated = ("one seed so far" if most == 1 else f"{fewest}-{most} seeds per method so far" if fewest < most
@@ -216,6 +229,19 @@ def test_readme_finding_is_the_verdicts():
     # not inside a range: "1-2 seeds per method" holds "2 seeds per method" too
     assert re.search(rf"(?<![\d-]){re.escape(stated)}", line), \
         f"the verdicts rest on {fewest} to {most} seeds per method: the finding should say {stated!r}"
+
+
+def test_readme_scope_finding_is_the_scope_verdicts():
+    """The README's 2 x 2 paragraph: each phrase against figures/study_scope_verdicts.csv, and the seeds it
+    states against the seeds behind every scope verdict."""
+    from palu_perta import verdicts
+
+    table = verdicts.read_table(ROOT / "figures" / "study_scope_verdicts.csv")
+    line = " ".join(readme().split())
+    assert_phrases_are_the_verdicts(SCOPE_FINDING, table, line, "SCOPE_FINDING")
+    seeds = sorted({int(s) for s in table[["seeds_method", "seeds_baseline"]].to_numpy().ravel()})
+    assert len(seeds) == 1 and f"the `scope` study, {seeds[0]} seeds per variant" in line, (
+        f"the scope verdicts rest on {seeds} seeds per variant: the README's 2 x 2 paragraph should say so")
 
 
 def notes_section(title: str) -> str:
