@@ -53,6 +53,28 @@ def test_dry_run_lists_every_cell_and_the_time_left(tmp_path, capsys):
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
 
 
+def test_the_tofu_grids_hold_the_setting_their_comments_declare(tofu_dir):
+    """`tofu`: forget01's 40 answers, 4 retain authors (80 answers), one holdout author, open-unlearning's
+    whole real-author and world-fact sets, no neighbour answers, and 1.3 / 2.3 times the synthetic setting's
+    text; `tofu20`: 20 retain authors and TOFU's 11 neighbour answers (study.py's comments say so)."""
+    from palu_perta import pipeline
+    from palu_perta.config import get_profile
+
+    default_bench = pipeline.benchmark(get_profile("cpu"))
+    sizes = {}
+    for name in ("tofu", "tofu20"):
+        grid = study.get_grid(name)
+        bench = pipeline.benchmark(grid.profile_for(grid.cells()[0]))
+        sizes[name] = {split: len(records) for split, records in bench.splits().items()}
+        assert bench.source == str(tofu_dir.resolve()) and sizes[name]["forget"] == 40
+        assert sizes[name]["real_authors"] == 100 and sizes[name]["world_facts"] == 117
+        if name == "tofu":
+            scale = study.work_scale(bench, default_bench)
+            assert (round(scale["train"], 1), round(scale["eval"], 1)) == (1.3, 2.3)
+    assert (sizes["tofu"]["retain"], sizes["tofu"]["holdout"], sizes["tofu"].get("neighbour", 0)) == (80, 20, 0)
+    assert (sizes["tofu20"]["retain"], sizes["tofu20"]["neighbour"]) == (400, 11)
+
+
 def test_an_untimed_setting_is_estimated_by_its_work(tmp_path):
     """Before a setting's own cells are timed, a cell's estimate is the default setting's cost scaled by how
     much text it fine-tunes on and evaluates (a bigger setting is estimated longer, in proportion); once a
