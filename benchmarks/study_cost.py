@@ -1,8 +1,9 @@
 """What a study costs from nothing (an empty cache, no results): the wall time each finished cell recorded in
 its results file, the estimate of each cell still to run (from the finished cells of the same method,
 per evaluated point: ``study.estimate_seconds``), and the two reference fine-tunes per data setting, which
-the cells find cached and so never time (their ``train_runtime`` when the cached model has one, else the
-profile's default cost).
+the finished reference cells found cached and so never timed (their ``train_runtime`` when the cached model
+has one, else the profile's default cost scaled by the setting's text to fine-tune on, ``study.work_scale``;
+a reference cell still to run has its fine-tune in its own estimate).
 
     python benchmarks/study_cost.py [--grid cpu]
 
@@ -24,20 +25,26 @@ def _finetune_seconds(grid: study.Grid) -> list[dict[str, Any]]:
     from palu_perta import pipeline
     from palu_perta.training import load_log_history, reference_cached, reference_model
 
+    from palu_perta.config import get_profile
+
     rows = []
     default = study.COSTS.get(grid.profile, study.COSTS["cpu"])["finetune"]
+    default_bench = pipeline.benchmark(get_profile(grid.profile))
     for setting in grid.settings:
         for split in grid.splits:
             profile = grid.profile_for(study.Cell(setting, split, "target"))
             bench = pipeline.benchmark(profile)
+            scale = study.work_scale(bench, default_bench)["train"]
             for role in ("target", "retain"):
-                seconds, source = default, "default estimate (study.COSTS)"
+                seconds = default * scale
+                source = f"default estimate (study.COSTS) x {scale:.2f}, the setting's text to fine-tune on"
                 if reference_cached(profile, bench, role):
                     runtime = [h["train_runtime"] for h in load_log_history(reference_model(profile, bench, role))
                                if "train_runtime" in h]
                     if runtime:
                         seconds, source = runtime[-1], "train_runtime of the cached model (its last run)"
-                rows.append({"what": f"fine-tune {role} ({setting}, {split})", "seconds": seconds, "source": source})
+                rows.append({"what": f"fine-tune {role} ({setting}, {split})", "seconds": seconds, "source": source,
+                             "cell": study.Cell(setting, split, role).id})
     return rows
 
 
@@ -48,7 +55,10 @@ def cost_table(grid: study.Grid) -> tuple[str, float]:
     lines = ["| what | status | points | seconds | threads | source |", "|---|---|---|---:|---:|---|"]
     by_method: dict[str, float] = defaultdict(float)
     total = 0.0
+    todo = {row["cell"].id for row in plan.rows if row["status"] != "done"}
     for row in _finetune_seconds(grid):
+        if row["cell"] in todo:  # a reference cell still to run: its estimate includes its fine-tune
+            continue
         lines.append(f"| {row['what']} | | | {row['seconds']:.0f} | | {row['source']} |")
         total += row["seconds"]
     for row in plan.rows:
@@ -57,7 +67,7 @@ def cost_table(grid: study.Grid) -> tuple[str, float]:
         if header and header.get("wall_time_s"):
             seconds, threads, source = header["wall_time_s"], header.get("machine", {}).get("threads", ""), "measured"
         else:
-            seconds, threads, source = row["estimate_s"], "", "estimated from the finished cells"
+            seconds, threads, source = row["estimate_s"], "", "estimated (study.estimate_seconds: finished cells of its method, else COSTS)"
         lines.append(f"| {cell.id} | {row['status']} | {row['points']} | {seconds:.0f} | {threads} | {source} |")
         by_method[cell.method] += seconds
         total += seconds
