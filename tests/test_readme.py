@@ -158,6 +158,26 @@ def test_results_table_is_notebook_08s():
     assert shown and shown == written, "docs/results.md's results table differs from figures/results.md"
 
 
+def test_results_readings_quote_the_table():
+    """Every "Model (FQ a, MU b)" or "Model (forget ROUGE-L c)" quoted in docs/results.md is that model's row of
+    the table notebook 08 wrote (figures/results.md, the cpu profile's forget split), digit for digit."""
+    split = get_profile("cpu").forget_split
+    header = ["model", "split", "notebook", "setting", "FQ", "MU", "forget ROUGE-L"]
+    table = {row[0]: dict(zip(header, row)) for row in
+             table_rows((ROOT / "figures" / "results.md").read_text(), "| model | split |")
+             if split in row[1].split(" = ")}
+    text = " ".join((ROOT / "docs" / "results.md").read_text().split())
+    quotes = []
+    for model, inside in re.findall(r"([A-Za-z][\w+-]*) \(([^()]*)\)", text):
+        parts = [re.fullmatch(r"(FQ|MU|forget ROUGE-L) ([\d.e-]+)", part) for part in inside.split(", ")]
+        if model in table and all(parts):
+            quotes += [(model, m.group(1), m.group(2)) for m in parts]
+    assert len(quotes) >= 12, f"docs/results.md quotes only {quotes}: its readings lost their numbers"
+    wrong = [f"{model} {key} {value} (the table: {table[model][key]})" for model, key, value in quotes
+             if table[model][key] != value]
+    assert not wrong, f"docs/results.md's readings quote numbers the table no longer has: {wrong}"
+
+
 def verdict_table():
     from palu_perta import verdicts
 
@@ -263,7 +283,10 @@ def test_time_memory_and_disk_are_the_recorded_ones():
     span = f"{round(min(quickstart) / 60)}-{round(max(quickstart) / 60)} minutes"
     assert f"the quickstart {span} on 2 cores" in text, f"the quickstart took {quickstart} s: {span}"
     assert f"quickstart alone ({span})" in text
-    assert re.search(r"about (five|5) hours", teaching) and "from nothing about 5 hours on 2 cores" in text
+    hours = re.search(r"Together the column comes to about (\d+) hours", " ".join(teaching.split()))
+    assert hours, "docs/teaching.md no longer totals its from-nothing column"
+    assert f"from nothing about {hours.group(1)} hours on 2 cores" in text, f"teaching.md totals {hours.group(1)} hours"
+    assert f"about {hours.group(1)} h from nothing on 2 cores" in install
 
     rss = {row[0]: int(row[3]) for row in table_rows(notes_section("Unlearning step cost"), "| method | s/step |")}
     assert f"up to {max(rss.values()):,} MiB of RAM" in text and f"PALU {rss['PALU (K = 50, N = 3, KL)']:,} MiB" in text
