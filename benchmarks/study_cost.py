@@ -23,9 +23,8 @@ from palu_perta.store import cell_header
 
 def _finetune_seconds(grid: study.Grid) -> list[dict[str, Any]]:
     from palu_perta import pipeline
-    from palu_perta.training import load_log_history, reference_cached, reference_model
-
     from palu_perta.config import get_profile
+    from palu_perta.training import load_log_history, reference_cached, reference_model
 
     rows = []
     default = study.COSTS.get(grid.profile, study.COSTS["cpu"])["finetune"]
@@ -67,7 +66,8 @@ def cost_table(grid: study.Grid) -> tuple[str, float]:
         if header and header.get("wall_time_s"):
             seconds, threads, source = header["wall_time_s"], header.get("machine", {}).get("threads", ""), "measured"
         else:
-            seconds, threads, source = row["estimate_s"], "", "estimated (study.estimate_seconds: finished cells of its method, else COSTS)"
+            seconds, threads = row["estimate_s"], ""
+            source = "estimated (study.estimate_seconds: finished cells of its method, else COSTS)"
         lines.append(f"| {cell.id} | {row['status']} | {row['points']} | {seconds:.0f} | {threads} | {source} |")
         by_method[cell.method] += seconds
         total += seconds

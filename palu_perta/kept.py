@@ -2,8 +2,8 @@
 fresh clone reads them instead of training and evaluating again.
 
 A notebook's comparisons cost a model per point (notebook 07: 18 PALU runs and 10 PerTA variants, each
-trained and evaluated, about 81 minutes on 2 cores from nothing); what it reads back from each is a few kilobytes of
-per-item metrics. With ``PALU_PERTA_KEEP=1`` every evaluation or ladder a run builds is also written to
+trained and evaluated, about 81 minutes on 2 cores from nothing); what it reads back from each is a few
+kilobytes of per-item metrics. With ``PALU_PERTA_KEEP=1`` every evaluation or ladder a run builds is also written to
 ``<results>/kept/<kind>/<entry>.json.gz`` (its files and the configuration that produced it; ``<entry>`` is
 the cache entry's name, ``<name>-<hash>``, the hash covering that configuration and the package version).
 Any later run, kept or not, whose cache lacks that entry restores it from there instead of building it, and

@@ -175,7 +175,7 @@ def test_cost_table_follows_the_run_records():
     for name, (from_nothing, cached_cell, _what) in rows.items():
         assert cached_cell == f"{round(cached_runs[name].seconds)} s", f"{name}: the cached run is " \
             f"{cached_runs[name].seconds} s ({cached_runs[name].finished})"
-    # 02-07 trained what they need in their latest building run: its seconds, and the minutes with what was
+    # 02-08 trained what they need in their latest building run: its seconds, and the minutes with what was
     # added (02: the two fine-tunes it found cached). 00 and 01 build nothing.
     for name in ("02_finetune", "03_task_vectors", "04_importance", "05_perta", "06_palu", "07_ablations",
                  "08_paper_figures"):
