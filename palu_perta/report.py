@@ -453,8 +453,9 @@ def tables_markdown(name: str, frame: pd.DataFrame, best: pd.DataFrame, matched:
             lines.append("No method has been placed at matched forgetting yet (a study in progress: the reference "
                          "models and at least one method cell are needed): no collateral-damage table.")
         else:
-            lines.append("No neighbour items in these results (evaluated before the neighbour split existed): "
-                         "no collateral-damage table.")
+            lines.append("No neighbour items in these results (a setting where no retain answer shares a fact with a "
+                         "forget answer, or results evaluated before the neighbour split existed): no "
+                         "collateral-damage table.")
         return "\n".join(lines) + "\n"
     reference = str(collateral["reference"].iloc[0])
     lines += ["Per item: the method's value at matched forgetting (interpolated between the two evaluated points "
