@@ -227,12 +227,17 @@ def get_grid(name: str) -> Grid:
 
 
 def _data_key(profile: Profile, bench: Any = None) -> dict[str, Any]:
+    """Each split's size and content hash. A local copy's source is its absolute path, which differs between
+    checkouts (a CI clone, a student's machine): the key names such data "tofu-format files" instead, so a
+    committed result stays current wherever the same data lies; the content hash tells data sets apart."""
     from .pipeline import benchmark
     from .training import records_info
 
     bench = bench if bench is not None else benchmark(profile)
-    return {split: records_info(bench.source, records) for split, records in
+    keys = {split: records_info(bench.source, records) for split, records in
             {"full": bench.full, "retain_train": bench.retain, **bench.splits()}.items()}
+    return {split: info if info.get("source") == "synthetic" else {**info, "source": "tofu-format files"}
+            for split, info in keys.items()}
 
 
 def unlearn_config(grid: Grid, cell: Cell, profile: Profile) -> Any:

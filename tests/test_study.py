@@ -75,6 +75,20 @@ def test_the_tofu_grids_hold_the_setting_their_comments_declare(tofu_dir):
     assert (sizes["tofu20"]["retain"], sizes["tofu20"]["neighbour"]) == (400, 11)
 
 
+def test_a_cells_hash_does_not_depend_on_where_the_tofu_copy_lies(tofu_dir, tmp_path, monkeypatch):
+    """CI clones the repository elsewhere, with its own ../shared: a committed tofu result must keep its hash when
+    the same TOFU files lie at another path (the data key holds their content hash, not their path)."""
+    import shutil
+
+    grid = study.get_grid("tofu")
+    cell = grid.cells()[0]
+    here = study.cell_hash(grid, cell)
+    copy = shutil.copytree(tofu_dir, tmp_path / "elsewhere" / "tofu")
+    monkeypatch.setenv("PALU_PERTA_TOFU_DIR", str(copy))
+    assert {info["source"] for info in study.cell_config(grid, cell)["data"].values()} == {"tofu-format files"}
+    assert study.cell_hash(grid, cell) == here
+
+
 def test_an_untimed_setting_is_estimated_by_its_work(tmp_path):
     """Before a setting's own cells are timed, a cell's estimate is the default setting's cost scaled by how
     much text it fine-tunes on and evaluates (a bigger setting is estimated longer, in proportion); once a
