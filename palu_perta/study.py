@@ -234,10 +234,9 @@ def _data_key(profile: Profile, bench: Any = None) -> dict[str, Any]:
     from .training import records_info
 
     bench = bench if bench is not None else benchmark(profile)
-    keys = {split: records_info(bench.source, records) for split, records in
+    source = bench.source if bench.source == "synthetic" else "tofu-format files"
+    return {split: records_info(source, records) for split, records in
             {"full": bench.full, "retain_train": bench.retain, **bench.splits()}.items()}
-    return {split: info if info.get("source") == "synthetic" else {**info, "source": "tofu-format files"}
-            for split, info in keys.items()}
 
 
 def unlearn_config(grid: Grid, cell: Cell, profile: Profile) -> Any:
