@@ -25,13 +25,15 @@ install: $(STAMP)
 reproduce: install
 	$(PY) -m palu_perta.notebooks --profile $(PROFILE) $(NOTEBOOKS)
 	$(PY) -m palu_perta.report
+	$(PY) -m palu_perta.headline
 
 # Every figure of notebooks 03-07 (from the data their cpu runs recorded in results/figures/), the study's tables and
-# figures (figures/study_*) and notebook 08 (its figures, tables and verdicts; sections 1-5), rebuilt from the
+# figures (figures/study_*), the results table over both data settings (figures/results.md) and notebook 08 (its figures, tables and verdicts; sections 1-5), rebuilt from the
 # committed results/ in under two minutes (benchmarks/NOTES.md), with an empty cache: nothing trains.
 figures: install
 	$(PY) -m palu_perta.figures
 	$(PY) -m palu_perta.report
+	$(PY) -m palu_perta.headline
 	PALU_PERTA_SINGLE_RUNS=0 $(PY) -m palu_perta.notebooks --profile cpu 08
 
 # Run (or resume after a kill) the study of a profile: `make study PROFILE=cpu`; `make study ARGS=--dry-run`

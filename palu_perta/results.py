@@ -1,4 +1,6 @@
-"""The results table: every model of notebooks 02-06 on one line, gathered from the cache.
+"""The single-run table: every model of notebooks 02-06 on one line, gathered from the cache
+(``figures/single_runs.md``; the results table over the study's seeds and both data settings is
+:mod:`palu_perta.headline`'s).
 
 ``results_table(profile)`` asks for the same cached entries the notebooks build, with the same
 configurations (``palu_perta.config``: the lambda grid size, the unlearning budget, PALU's
@@ -116,7 +118,7 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def save_table(table: pd.DataFrame, profile_name: str, name: str = "results") -> tuple[Path, Path]:
+def save_table(table: pd.DataFrame, profile_name: str, name: str = "single_runs") -> tuple[Path, Path]:
     """Write ``table`` as CSV and markdown beside the profile's figures (``figures/`` for cpu, else
     ``figures/<profile>/``), each through a temporary file and a rename. Returns both paths."""
     paths = []

@@ -1,7 +1,8 @@
 """The README and the docs/ pages show what the code writes and what was measured: the README stays short
 (under 8 KB) and starts with the two set-up commands; every figure shown is a file a notebook or a committed
-study saves, with a caption under it; every relative link resolves; the results table of ``docs/results.md``
-holds the numbers of ``figures/results.md`` (notebook 08 writes it); the README's verdict block and its
+study saves, with a caption under it; every relative link resolves; ``docs/results.md`` holds the results
+table over both data settings as ``figures/results.md`` has it (``palu_perta.headline`` writes both) and the
+single runs' numbers of ``figures/single_runs.md`` (notebook 08 writes it); the README's verdict block and its
 one-line finding are what the committed study gives; its time, memory and disk figures are the ones
 ``docs/teaching.md`` and ``benchmarks/NOTES.md`` record, and the environment's size is measured here."""
 
@@ -149,22 +150,22 @@ def test_links_resolve_fails_on_a_missing_page():
     assert anchors("# T\n## Studies: results, not models\n") == {"t", "studies-results-not-models"}
 
 
-def test_results_table_is_notebook_08s():
-    """docs/results.md shows the cpu profile's forget split, without the split column."""
+def test_single_run_table_is_notebook_08s():
+    """docs/results.md shows the cpu profile's forget split of the single runs, without the split column."""
     split = get_profile("cpu").forget_split
     shown = table_rows((ROOT / "docs" / "results.md").read_text(), "| model | notebook |")
-    written = [[row[0], *row[2:]] for row in table_rows((ROOT / "figures" / "results.md").read_text(), "| model | split |")
+    written = [[row[0], *row[2:]] for row in table_rows((ROOT / "figures" / "single_runs.md").read_text(), "| model | split |")
                if split in row[1].split(" = ")]
-    assert shown and shown == written, "docs/results.md's results table differs from figures/results.md"
+    assert shown and shown == written, "docs/results.md's single-run table differs from figures/single_runs.md"
 
 
 def test_results_readings_quote_the_table():
     """Every "Model (FQ a, MU b)" or "Model (forget ROUGE-L c)" quoted in docs/results.md is that model's row of
-    the table notebook 08 wrote (figures/results.md, the cpu profile's forget split), digit for digit."""
+    the table notebook 08 wrote (figures/single_runs.md, the cpu profile's forget split), digit for digit."""
     split = get_profile("cpu").forget_split
     header = ["model", "split", "notebook", "setting", "FQ", "MU", "forget ROUGE-L"]
     table = {row[0]: dict(zip(header, row)) for row in
-             table_rows((ROOT / "figures" / "results.md").read_text(), "| model | split |")
+             table_rows((ROOT / "figures" / "single_runs.md").read_text(), "| model | split |")
              if split in row[1].split(" = ")}
     text = " ".join((ROOT / "docs" / "results.md").read_text().split())
     quotes = []

@@ -37,7 +37,7 @@ def test_save_table_writes_csv_and_markdown_beside_the_profile_figures(tmp_path,
     (tmp_path / "smoke").mkdir()
     table = pd.DataFrame({"FQ": [0.5]}, index=pd.Index(["GA"], name="model"))
     csv_path, md_path = save_table(table, "smoke")
-    assert csv_path == tmp_path / "smoke" / "results.csv" and md_path.suffix == ".md"
+    assert csv_path == tmp_path / "smoke" / "single_runs.csv" and md_path.suffix == ".md"
     assert pd.read_csv(csv_path, index_col=0).loc["GA", "FQ"] == 0.5
     assert "| GA | 0.500 |" in md_path.read_text()
     assert not [p for p in (tmp_path / "smoke").iterdir() if p.name.startswith(".")]  # no temporary left
