@@ -60,10 +60,11 @@ def study_rows(name: str, frame: pd.DataFrame) -> list[dict]:
     best = report.best_fq(methods).set_index(["setting", "forget_split", "label"])
     matched = report.matched_summary(report.at_matched_forgetting(frame)).set_index(["setting", "forget_split",
                                                                                     "label"])
+    n_forget = frame.groupby(["setting", "forget_split"])["n_forget"].first()
     for key, b in best.sort_index().iterrows():
         m = matched.loc[key] if key in matched.index else None
         row = {"study": name, "setting": key[0], "forget_split": key[1], "method": key[2], "kind": b["kind"],
-               "n_forget": int(frame["n_forget"].iloc[0]), "seeds": int(b["seeds"]),
+               "n_forget": int(n_forget.loc[(key[0], key[1])]), "seeds": int(b["seeds"]),
                "seeds_matched": int(m["reached"]) if m is not None else 0}
         for column, metric in METRICS.items():
             source = b if column.startswith("best_") else m

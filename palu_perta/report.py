@@ -211,9 +211,10 @@ def best_fq(frame: pd.DataFrame) -> pd.DataFrame:
     return seed_mean(best, ["forget_quality", "model_utility", "forget_rouge", "forget_truth_ratio"])
 
 
-def at_matched_forgetting(frame: pd.DataFrame) -> pd.DataFrame:
+def at_matched_forgetting(frame: pd.DataFrame, threshold: float | None = None) -> pd.DataFrame:
     """Each method at matched forgetting, per seed: walking its curve from the target model (x = 0) along
-    its strength axis, the first point where forget ROUGE-L comes down to the retain model's; model utility
+    its strength axis, the first point where forget ROUGE-L comes down to the retain model's (or to
+    ``threshold``, when given: a partial level, :func:`palu_perta.verdicts.common_level`); model utility
     and forget quality there (and retain ROUGE-L and the neighbour metrics, where ``frame`` has them) are
     interpolated linearly in forget ROUGE-L between the two points around the crossing. ``reached`` is False
     (values NaN) when the curve never gets there. One row per seed.
@@ -230,7 +231,7 @@ def at_matched_forgetting(frame: pd.DataFrame) -> pd.DataFrame:
             continue  # a study in progress: no curve is placed before both reference models are evaluated
         retain = group[group["method"] == "retain"].iloc[0]
         target = group[group["method"] == "target"].iloc[0]
-        threshold = retain["forget_rouge"]
+        level = retain["forget_rouge"] if threshold is None else threshold
         for (label, kind, seed), curve in group[group["kind"] != "reference"].groupby(["label", "kind", "seed"]):
             curve = curve.sort_values("x")
             xs = [0.0, *curve["x"]]
@@ -238,13 +239,13 @@ def at_matched_forgetting(frame: pd.DataFrame) -> pd.DataFrame:
             values = {column: [target[column], *curve[column]] for column in carried}
             keys = [(target["cell"], target["point"]), *zip(curve["cell"], curve["point"])] if keyed else None
             row = {"setting": setting, "forget_split": split, "label": label, "kind": kind, "seed": seed,
-                   "threshold": threshold, "reached": False, "x": np.nan, **dict.fromkeys(carried, np.nan),
+                   "threshold": level, "reached": False, "x": np.nan, **dict.fromkeys(carried, np.nan),
                    "share": np.nan, "x_before": np.nan, "x_after": np.nan}
             if keyed:
                 row.update(cell_before=None, point_before=None, cell_after=None, point_after=None)
             for i in range(1, len(xs)):
-                if rouge[i] <= threshold:
-                    share = 1.0 if rouge[i - 1] == rouge[i] else (rouge[i - 1] - threshold) / (rouge[i - 1] - rouge[i])
+                if rouge[i] <= level:
+                    share = 1.0 if rouge[i - 1] == rouge[i] else (rouge[i - 1] - level) / (rouge[i - 1] - rouge[i])
                     share = min(1.0, max(0.0, share))
                     row.update(reached=True, x=xs[i - 1] + share * (xs[i] - xs[i - 1]), share=share,
                                x_before=xs[i - 1], x_after=xs[i],

@@ -23,8 +23,15 @@ Reading (declared here before any result was computed):
 - "competitive" claims (PerTA against training-based methods): non-inferiority with a margin
   (:data:`COMPETITIVE_MARGIN`): **holds** when the interval lies above -margin, **fails** when it lies
   below -margin, **cannot tell at this size** otherwise;
-- **not reached** when none of one method's seeds came down to matched forgetting (it cannot be placed on
-  the comparison); claims about a method the study has no results for are left out;
+- when none of one method's seeds comes down to the retain model's forget ROUGE-L, the pair is compared at a
+  **partial level** instead (:func:`common_level`): the deepest forget ROUGE-L that every seed of both
+  methods reaches, with the same reading; its verdict says so and names the level (column ``level``, which
+  on every other row is the retain model's). **not reached** only when no such level exists (a seed that
+  never comes below the target model). This fallback was added on 2026-12-03, after the first method cell
+  of the real-TOFU study (GradDiff, seed 0) ended its five epochs at forget ROUGE-L 0.367 against the
+  retain model's 0.333, and before any other method cell of that study had run; it changes no verdict of
+  the synthetic studies (none of their pairs lacks a seed there). Claims about a method the study has no
+  results for are left out;
 - a verdict resting on fewer than :data:`MIN_SEEDS` seeds of either method is marked *provisional* with
   its seed count (with one seed the interval is over items alone: the seed-to-seed spread is unknown).
 """
@@ -92,7 +99,7 @@ CLAIMS: tuple[Claim, ...] = (
           PALU_FULL, _palu_label(temporal="answer", vocab="full")),
 )
 METRICS = {"model_utility": "model utility", "neighbour_rouge": "neighbour ROUGE-L"}
-COLUMNS = ("claim", "paper", "text", "setting", "forget_split", "metric", "method", "baseline", "test",
+COLUMNS = ("claim", "paper", "text", "setting", "forget_split", "metric", "method", "baseline", "test", "level",
            "difference", "low", "high", "items_only_low", "items_only_high", "items", "seeds_method",
            "seeds_method_total", "seeds_baseline", "seeds_baseline_total", "verdict")
 
@@ -164,6 +171,19 @@ def labels_of(frame: pd.DataFrame, name: str) -> list[str]:
     return sorted(methods.loc[methods["method"] == name, "label"].unique())
 
 
+def common_level(frame: pd.DataFrame, labels: Sequence[str]) -> float | None:
+    """The partial matched-forgetting level of a comparison: the deepest forget ROUGE-L that every seed of
+    every label in ``labels`` reaches along its curve (the highest of the seeds' lowest values), or None when
+    that is not below the target model's (a seed that forgets nothing). ``frame``: :func:`report.points` of
+    one setting and split."""
+    curves = frame[frame["label"].isin(labels) & frame["kind"].ne("reference")]
+    target = frame.loc[frame["label"] == "target", "forget_rouge"]
+    if curves.empty or target.empty:
+        return None
+    level = float(curves.groupby(["label", "seed"])["forget_rouge"].min().max())
+    return level if level < float(target.iloc[0]) else None
+
+
 def noninferiority_verdict(interval: stats.Interval, margin: float) -> str:
     """"holds" when the interval of (method - baseline) lies above ``-margin`` (not worse by more than the
     margin), "fails" when it lies below ``-margin``, else "cannot tell at this size"."""
@@ -207,8 +227,9 @@ def claim_table(tables: dict[str, pd.DataFrame], frame: pd.DataFrame | None = No
                 claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
     """Every claim whose two methods a study declares, per setting and forget split and metric (model
     utility, neighbour ROUGE-L), with the difference at matched forgetting, its intervals and the verdict
-    (see the module's docstring). Claims about methods the study never ran are left out; a method the study
-    ran but whose seeds never reached matched forgetting gives "not reached"."""
+    (see the module's docstring). Claims about methods the study never ran are left out; a pair where one
+    method has no seed at the retain model's forget ROUGE-L is compared at its partial level
+    (:func:`common_level`), or gives "not reached" when it has none."""
     frame = report.points(tables) if frame is None else frame
     matched = report.at_matched_forgetting(frame)
     values = _item_values(tables, [n for groups, _ in _METRIC_COLUMNS.values() for cols in groups.values()
@@ -223,15 +244,21 @@ def claim_table(tables: dict[str, pd.DataFrame], frame: pd.DataFrame | None = No
             for method in methods:
                 for baseline in baselines:
                     totals = [int((m["label"] == label).sum()) for label in (method, baseline)]
+                    reached = [int(m.loc[m["label"] == label, "reached"].sum()) for label in (method, baseline)]
+                    missing = [label for label, n in zip((method, baseline), reached) if not n]
+                    pair, level, partial = m, float(m["threshold"].iloc[0]) if len(m) else float("nan"), ""
+                    if missing and (common := common_level(part, [method, baseline])) is not None:
+                        pair = report.at_matched_forgetting(part, threshold=common)
+                        partial = (f" (partial: at forget ROUGE-L {common:.3f}, which every seed of both reaches; "
+                                   f"the retain model's {level:.3f} not reached by {', '.join(missing)})")
+                        level, missing = common, []
                     for metric in METRICS:
                         row = {"claim": claim.key, "paper": claim.paper, "text": claim.text, "setting": setting,
                                "forget_split": split, "metric": metric, "method": method, "baseline": baseline,
-                               "test": claim.test, "seeds_method_total": totals[0],
+                               "test": claim.test, "level": level, "seeds_method_total": totals[0],
                                "seeds_baseline_total": totals[1]}
-                        row.update(_compare(tables, m, values, method, baseline, metric))
-                        if not row["seeds_method"] or not row["seeds_baseline"]:
-                            missing = [label for label, n in ((method, row["seeds_method"]),
-                                                              (baseline, row["seeds_baseline"])) if not n]
+                        row.update(_compare(tables, pair, values, method, baseline, metric))
+                        if missing:
                             row["verdict"] = "not reached: " + ", ".join(missing)
                         elif row["items"] == 0:
                             row["verdict"] = "no items"
@@ -243,6 +270,7 @@ def claim_table(tables: dict[str, pd.DataFrame], frame: pd.DataFrame | None = No
                             fewest = min(row["seeds_method"], row["seeds_baseline"])
                             if fewest < MIN_SEEDS:
                                 row["verdict"] += f" (provisional: {fewest} seed{'s' if fewest > 1 else ''})"
+                            row["verdict"] += partial
                         rows.append(row)
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
