@@ -448,16 +448,16 @@ def tables_markdown(name: str, frame: pd.DataFrame, best: pd.DataFrame, matched:
                          f"{', '.join(f'{v:.3f}' for v in r['values'])} | {r['range']:.3f} | {r['sd']:.3f} | "
                          f"{r['methods_range']:.3f} |")
     lines += ["", "## Collateral damage at matched forgetting", ""]
-    neighbour = collateral is not None and len(collateral) and (collateral["split"] == NEIGHBOUR).any()
-    if not neighbour:
-        if "neighbour_rouge" in frame.columns and frame["neighbour_rouge"].notna().any():
-            lines.append("No method has been placed at matched forgetting yet (a study in progress: the reference "
-                         "models and at least one method cell are needed): no collateral-damage table.")
-        else:
-            lines.append("No neighbour items in these results (a setting where no retain answer shares a fact with a "
-                         "forget answer, or results evaluated before the neighbour split existed): no "
-                         "collateral-damage table.")
+    rows_there = collateral is not None and len(collateral) > 0
+    neighbour = rows_there and (collateral["split"] == NEIGHBOUR).any()
+    if not rows_there:
+        lines.append("No method has been placed at matched forgetting yet (a study in progress: the reference "
+                     "models and at least one method cell are needed): no collateral-damage table.")
         return "\n".join(lines) + "\n"
+    if not neighbour:
+        lines += ["No neighbour items in these results (a setting where no retain answer shares a fact with a "
+                  "forget answer, or results evaluated before the neighbour split existed): the retain split's "
+                  "rows only.", ""]
     reference = str(collateral["reference"].iloc[0])
     lines += ["Per item: the method's value at matched forgetting (interpolated between the two evaluated points "
               f"around the crossing, averaged over the seeds reaching it) minus the {reference} model's on the same "

@@ -263,7 +263,10 @@ def test_old_results_without_neighbour_items_degrade(old_tables, old_study, tmp_
     assert set(collateral["split"]) == {"retain"}
     text = report.tables_markdown("toy", frame, report.best_fq(frame), report.matched_summary(
         report.at_matched_forgetting(frame)), collateral)
-    assert "No neighbour items in these results" in text and "method - retain model" not in text
+    assert "No neighbour items in these results" in text and "the retain split's rows only" in text
+    shown = [line.split(" | ")[3] for line in text.splitlines() if line.startswith("| s | f | ga | ")]
+    assert shown[-2:] == ["retain", "retain"]  # its collateral rows: retain ROUGE-L and probability, no neighbour
+    assert not [line for line in text.splitlines() if " | neighbour | " in line]
     gd = next(line for line in text.splitlines() if line.startswith("| s | f | gd | 1 of 1 |"))
     assert gd.split(" | ")[5:7] == ["-", "0.850"]  # neighbour ROUGE-L "-", retain ROUGE-L there
     paths = report.build("toy", old_study.parent, tmp_path)
