@@ -227,6 +227,15 @@ SCOPE_FINDING = {
 }
 
 
+# The README's paragraph on the real-TOFU study, read against its verdicts (model utility: it has no neighbours).
+TOFU_FINDING = {
+    "PALU keeps less model utility than NPO (*fails*)": ([("palu-over-npo", "model_utility")], "fails"),
+    "PerTA-grad less than TV (*fails*)": ([("perta-grad-over-tv", "model_utility")], "fails"),
+    "against GradDiff, PALU *cannot tell*": ([("palu-over-graddiff", "model_utility")], "cannot tell"),
+    "and PerTA-grad is *competitive*": ([("perta-vs-graddiff", "model_utility")], "holds"),
+}
+
+
 def assert_phrases_are_the_verdicts(findings: dict, table, line: str, update: str) -> None:
     from palu_perta import verdicts
 
@@ -263,6 +272,28 @@ def test_readme_scope_finding_is_the_scope_verdicts():
     seeds = sorted({int(s) for s in table[["seeds_method", "seeds_baseline"]].to_numpy().ravel()})
     assert len(seeds) == 1 and f"the `scope` study, {seeds[0]} seeds per variant" in line, (
         f"the scope verdicts rest on {seeds} seeds per variant: the README's 2 x 2 paragraph should say so")
+
+
+def test_readme_tofu_finding_is_the_tofu_verdicts():
+    """The README's real-TOFU paragraph: each phrase against figures/study_tofu_verdicts.csv, the seeds it states
+    against the seeds behind them, and "each method placed at matched forgetting loses retain-author answers"
+    against the collateral-damage rows the committed results give."""
+    from palu_perta import report, store, verdicts
+
+    table = verdicts.read_table(ROOT / "figures" / "study_tofu_verdicts.csv")
+    line = " ".join(readme().split())
+    assert_phrases_are_the_verdicts(TOFU_FINDING, table, line, "TOFU_FINDING")
+    rows = table[table["metric"] == "model_utility"]
+    most = int(rows[["seeds_method", "seeds_baseline"]].to_numpy().max())
+    stated = "one seed per method so far, so every verdict is provisional" if most == 1 else f"{most} seeds"
+    assert stated in line, f"the tofu verdicts rest on up to {most} seeds per method: the README should say {stated!r}"
+    tables = store.load(ROOT / "results" / "tofu")
+    frame = report.points(tables)
+    damage = report.collateral_damage(tables, frame, "retain", "rougeL_recall")
+    placed = damage[damage["seeds"] > 0]
+    assert len(placed) and (placed["verdict"] == "loses").all(), (
+        "the README says each method placed at matched forgetting loses retain-author answers; the results say "
+        + ", ".join(f"{r.label}: {r.verdict}" for r in placed.itertuples()))
 
 
 def notes_section(title: str) -> str:
