@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import report, store, verdicts
+from .pages import splice_block
 from .paths import figures_dir
 from .stats import format_interval
 
@@ -77,23 +78,38 @@ def study_rows(name: str, frame: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def results_table(root: Path | None = None, names: Sequence[str] = HEADLINE_STUDIES) -> pd.DataFrame:
-    """The results table (see the module's docstring) of the studies ``names`` under ``root`` (default
-    :func:`palu_perta.store.results_root`); a study without results is left out. ``table.attrs["progress"]``:
-    per study, the cells of its grid with results and the grid's cell count."""
-    from .study import get_grid
-
+def load_studies(root: Path | None = None, names: Sequence[str] = HEADLINE_STUDIES) -> dict[str, tuple[dict, pd.DataFrame]]:
+    """The committed results of each study of ``names`` under ``root`` (default
+    :func:`palu_perta.store.results_root`) that has any: ``{name: (tables, frame)}``, ``tables`` as
+    :func:`palu_perta.store.load` returns them and ``frame`` their :func:`palu_perta.report.points`."""
     root = Path(root or store.results_root())
-    rows, progress = [], {}
+    loaded = {}
     for name in names:
         directory = root / name
-        total = len(get_grid(name).cells())
-        if not directory.is_dir() or not store.cell_files(directory):
-            progress[name] = (0, total)
+        if directory.is_dir() and store.cell_files(directory):
+            tables = store.load(directory)
+            loaded[name] = (tables, report.points(tables))
+    return loaded
+
+
+def results_table(root: Path | None = None, names: Sequence[str] = HEADLINE_STUDIES,
+                  loaded: dict[str, tuple[dict, pd.DataFrame]] | None = None) -> pd.DataFrame:
+    """The results table (see the module's docstring) of the studies ``names`` under ``root`` (default
+    :func:`palu_perta.store.results_root`), or of ``loaded`` (:func:`load_studies`) when given; a study without
+    results is left out. ``table.attrs["progress"]``: per study, the cells of its grid with results and the
+    grid's cell count."""
+    from .study import get_grid
+
+    loaded = load_studies(root, names) if loaded is None else loaded
+    rows, progress = [], {}
+    for name in names:
+        cell_ids = [cell.id for cell in get_grid(name).cells()]
+        if name not in loaded:
+            progress[name] = (0, len(cell_ids))
             continue
-        tables = store.load(directory)
-        progress[name] = (int(tables["cells"]["id"].isin([cell.id for cell in get_grid(name).cells()]).sum()), total)
-        rows += study_rows(name, report.points(tables))
+        tables, frame = loaded[name]
+        progress[name] = (int(tables["cells"]["id"].isin(cell_ids).sum()), len(cell_ids))
+        rows += study_rows(name, frame)
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     table.attrs["progress"] = progress
     return table
@@ -193,10 +209,7 @@ def docs_block(markdown: str) -> str:
 
 def replace_docs_block(text: str, markdown: str) -> str:
     """``text`` (the page) with its results block replaced by :func:`docs_block` of ``markdown``."""
-    if DOCS_START not in text or DOCS_END not in text.split(DOCS_START, 1)[1]:
-        raise ValueError(f"the page has no results block: add the lines {DOCS_START!r} and {DOCS_END!r}")
-    head, rest = text.split(DOCS_START, 1)
-    return head + docs_block(markdown) + rest.split(DOCS_END, 1)[1]
+    return splice_block(text, DOCS_START, DOCS_END, docs_block(markdown), where=f"results block in {DOCS_PAGE}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

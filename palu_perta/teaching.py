@@ -30,6 +30,7 @@ from typing import Any
 
 import nbformat
 
+from .pages import splice_block
 from .paths import repo_root
 
 # The reading rate and the time per exercise of issue 21 (item 6): "words to read at about 200 per minute,
@@ -484,12 +485,7 @@ def block_markers(name: str) -> tuple[str, str]:
 def replace_block(text: str, name: str, content: str) -> str:
     """``text`` with the block ``name`` (between :func:`block_markers`) replaced by ``content``."""
     start, end = block_markers(name)
-    if start not in text:
-        raise ValueError(f"{DOC} has no block {name!r} (a line {start!r})")
-    head, rest = text.split(start, 1)
-    if end not in rest:
-        raise ValueError(f"{DOC}'s block {name!r} has no end line {end!r}")
-    return f"{head}{start}\n{content}\n{end}{rest.split(end, 1)[1]}"
+    return splice_block(text, start, end, f"{start}\n{content}\n{end}", where=f"block {name!r} in {DOC}")
 
 
 def block(text: str, name: str) -> str:

@@ -47,6 +47,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from . import report, stats
+from .pages import splice_block
 from .study import PALU_AUTHORS, Cell
 
 # Non-inferiority margins of the "competitive" claims: our choice, fixed before the results. Two points of
@@ -337,13 +338,8 @@ def readme_block(name: str, table: pd.DataFrame) -> str:
 
 def replace_readme_block(text: str, name: str, table: pd.DataFrame) -> str:
     """``text`` (the README) with study ``name``'s verdict block replaced by :func:`readme_block`."""
-    start = README_START.format(name=name)
-    if start not in text:
-        raise ValueError(f"the README has no verdict block for study {name!r} (a line {start!r})")
-    head, rest = text.split(start, 1)
-    if README_END not in rest:
-        raise ValueError(f"the README's verdict block for {name!r} has no end line {README_END!r}")
-    return head + readme_block(name, table) + rest.split(README_END, 1)[1]
+    return splice_block(text, README_START.format(name=name), README_END, readme_block(name, table),
+                        where=f"verdict block for study {name!r}")
 
 
 # The pages that hold a study's verdict block: the README holds the headline study's (cpu); a study whose block

@@ -48,6 +48,17 @@ def test_both_data_settings_are_in_the_table():
         assert {"target", "retain"} <= set(table.loc[table["study"] == study, "method"])
 
 
+def test_a_table_from_loaded_studies_is_the_table_from_the_results_root():
+    """Notebook 08 loads the studies once and passes them in (``loaded=``): the same table as reading the root."""
+    needs_checkout()
+    loaded = headline.load_studies(ROOT / "results", names=("tofu",))
+    assert set(loaded) == {"tofu"} and {"cells", "items"} <= set(loaded["tofu"][0])
+    from_loaded = headline.results_table(names=("tofu",), loaded=loaded)
+    from_root = headline.results_table(ROOT / "results", names=("tofu",))
+    pd.testing.assert_frame_equal(from_loaded, from_root)
+    assert from_loaded.attrs["progress"] == from_root.attrs["progress"]
+
+
 def row(**values) -> dict:
     base = {column: math.nan for column in headline.COLUMNS}
     base.update(study="cpu", setting="synthetic", forget_split="forget10", n_forget=20, seeds=0, seeds_matched=0)
@@ -75,6 +86,7 @@ def test_a_study_without_results_is_left_out_and_counted(tmp_path):
     table = headline.results_table(tmp_path)
     assert table.empty and list(table.columns) == list(headline.COLUMNS)
     assert {name: done for name, (done, _) in table.attrs["progress"].items()} == {"cpu": 0, "tofu": 0}
+    assert headline.load_studies(tmp_path) == {}
     assert "No headline study has results yet" in headline.to_markdown(table, pd.DataFrame())
 
 
@@ -84,3 +96,15 @@ def test_the_docs_block_is_replaced_and_a_missing_one_named():
     assert new == f"before\n{headline.DOCS_START}\nBody\n\n### Section\n{headline.DOCS_END}\nafter\n"
     with pytest.raises(ValueError, match="no results block"):
         headline.replace_docs_block("no markers", "# T\n")
+
+
+def test_splice_block_replaces_from_start_through_end_and_names_a_missing_marker():
+    from palu_perta.pages import splice_block
+
+    text = "head\n<!-- a -->\nold\n<!-- /a -->\ntail <!-- /a -->\n"
+    assert splice_block(text, "<!-- a -->", "<!-- /a -->", "<!-- a -->\nnew\n<!-- /a -->", where="block a") == (
+        "head\n<!-- a -->\nnew\n<!-- /a -->\ntail <!-- /a -->\n")
+    with pytest.raises(ValueError, match="no block a: the page lacks its start line"):
+        splice_block("head\n", "<!-- a -->", "<!-- /a -->", "x", where="block a")
+    with pytest.raises(ValueError, match="block a has no end line"):
+        splice_block("<!-- /a -->\n<!-- a -->\nold\n", "<!-- a -->", "<!-- /a -->", "x", where="block a")
