@@ -155,3 +155,12 @@ def load(study_dir: Path, items: bool = True) -> dict[str, pd.DataFrame]:
                 item_list.append({**base, **{k: v for k, v in row.items() if k not in ("row", "point", "cell",
                                                                                        "config_hash")}})
     return {"cells": pd.DataFrame(cells), "summaries": pd.DataFrame(summaries), "items": pd.DataFrame(item_list)}
+
+
+def select_seeds(tables: dict[str, pd.DataFrame], seeds: Iterable[int]) -> dict[str, pd.DataFrame]:
+    """``tables`` (:func:`load`) with only the method cells of ``seeds``; the reference models are kept. What
+    those seeds alone say: ``verdicts.claim_table(select_seeds(tables, [0]))`` is the verdict one seed gives."""
+    cells = tables["cells"]
+    keep = set(cells.loc[(cells["kind"] == "reference") | cells["seed"].isin(list(seeds)), "id"])
+    return {name: frame if frame.empty else frame[frame["id" if name == "cells" else "cell"].isin(keep)]
+            .reset_index(drop=True) for name, frame in tables.items()}

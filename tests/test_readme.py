@@ -229,10 +229,10 @@ SCOPE_FINDING = {
 
 # The README's paragraph on the real-TOFU study, read against its verdicts (model utility: it has no neighbours).
 TOFU_FINDING = {
-    "PALU keeps less model utility than NPO (*fails*)": ([("palu-over-npo", "model_utility")], "fails"),
-    "PerTA-grad less than TV (*fails*)": ([("perta-grad-over-tv", "model_utility")], "fails"),
-    "against GradDiff, PALU *cannot tell*": ([("palu-over-graddiff", "model_utility")], "cannot tell"),
-    "and PerTA-grad is *competitive*": ([("perta-vs-graddiff", "model_utility")], "holds"),
+    "PerTA-grad keeps less model utility than TV (*fails*)": ([("perta-grad-over-tv", "model_utility")], "fails"),
+    "against GradDiff and NPO, PALU *cannot tell*": ([("palu-over-graddiff", "model_utility"),
+                                                      ("palu-over-npo", "model_utility")], "cannot tell"),
+    "PerTA-grad is *competitive* with NPO": ([("perta-vs-npo", "model_utility")], "holds"),
 }
 
 

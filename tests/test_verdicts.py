@@ -259,3 +259,17 @@ def test_the_partial_level_rules_account_quotes_the_committed_tofu_cell():
     design = " ".join((root / "docs" / "design.md").read_text().split())
     assert "forget ROUGE-L 0.367 against the retain model's 0.333" in design
     assert "0.367 against the retain model's 0.333" in " ".join(verdicts.__doc__.split())
+
+
+def test_select_seeds_keeps_the_references_and_the_named_seeds(toy):
+    """What one seed alone would have said (notebook 08 compares it with every seed's verdict)."""
+    tables, _ = toy
+    one = store.select_seeds(tables, [0])
+    kept = one["cells"]
+    assert set(kept.loc[kept["kind"] == "reference", "id"]) == set(tables["cells"].loc[tables["cells"]["kind"] ==
+                                                                                       "reference", "id"])
+    assert set(kept.loc[kept["kind"] != "reference", "seed"]) == {0}
+    assert set(one["summaries"]["cell"]) == set(kept["id"]) and set(one["items"]["cell"]) == set(kept["id"])
+    assert len(kept) < len(tables["cells"])  # ga's seed 1 is gone
+    row = _one(verdicts.claim_table(one, report.points(one), _claims(("ga", "tv"))), "neighbour_rouge")
+    assert row["seeds_method"] == 1
