@@ -78,7 +78,8 @@ def study_rows(name: str, frame: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def load_studies(root: Path | None = None, names: Sequence[str] = HEADLINE_STUDIES) -> dict[str, tuple[dict, pd.DataFrame]]:
+def load_studies(root: Path | None = None, names: Sequence[str] = HEADLINE_STUDIES
+                 ) -> dict[str, tuple[dict, pd.DataFrame]]:
     """The committed results of each study of ``names`` under ``root`` (default
     :func:`palu_perta.store.results_root`) that has any: ``{name: (tables, frame)}``, ``tables`` as
     :func:`palu_perta.store.load` returns them and ``frame`` their :func:`palu_perta.report.points`."""
