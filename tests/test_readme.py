@@ -248,17 +248,23 @@ def assert_phrases_are_the_verdicts(findings: dict, table, line: str, update: st
                 f"{None if row is None else row['verdict']!r}: rewrite the README's finding")
 
 
+def assert_seeds_are_stated(table, line: str, one: str, what: str) -> None:
+    """``line`` states the seeds behind the verdicts of ``table``: ``one`` for a single seed, else
+    "a-b seeds per method so far" or "N seeds per method" (not inside a range: "1-2 seeds per method" holds
+    "2 seeds per method" too)."""
+    seeds = table[["seeds_method", "seeds_baseline"]].to_numpy()
+    fewest, most = int(seeds.min()), int(seeds.max())
+    stated = (one if most == 1 else f"{fewest}-{most} seeds per method so far" if fewest < most
+              else f"{most} seeds per method")
+    assert re.search(rf"(?<![\d-]){re.escape(stated)}", line), \
+        f"the verdicts rest on {fewest} to {most} seeds per method: {what} should say {stated!r}"
+
+
 def test_readme_finding_is_the_verdicts():
     table = verdict_table()
     line = " ".join(readme().split())
     assert_phrases_are_the_verdicts(FINDING, table, line, "FINDING")
-    seeds = table[["seeds_method", "seeds_baseline"]].to_numpy()
-    fewest, most = int(seeds.min()), int(seeds.max())
-    stated = ("one seed so far" if most == 1 else f"{fewest}-{most} seeds per method so far" if fewest < most
-              else f"{most} seeds per method")
-    # not inside a range: "1-2 seeds per method" holds "2 seeds per method" too
-    assert re.search(rf"(?<![\d-]){re.escape(stated)}", line), \
-        f"the verdicts rest on {fewest} to {most} seeds per method: the finding should say {stated!r}"
+    assert_seeds_are_stated(table, line, one="one seed so far", what="the finding")
 
 
 def test_readme_scope_finding_is_the_scope_verdicts():
@@ -283,13 +289,9 @@ def test_readme_tofu_finding_is_the_tofu_verdicts():
     table = verdicts.read_table(ROOT / "figures" / "study_tofu_verdicts.csv")
     line = " ".join(readme().split())
     assert_phrases_are_the_verdicts(TOFU_FINDING, table, line, "TOFU_FINDING")
-    rows = table[table["metric"] == "model_utility"]
-    seeds = rows[["seeds_method", "seeds_baseline"]].to_numpy()
-    fewest, most = int(seeds.min()), int(seeds.max())
-    stated = ("one seed per method so far, so every verdict is provisional" if most == 1
-              else f"{fewest}-{most} seeds per method so far" if fewest < most else f"{most} seeds per method")
-    assert re.search(rf"(?<![\d-]){re.escape(stated)}", line), (
-        f"the tofu verdicts rest on {fewest} to {most} seeds per method: the README should say {stated!r}")
+    assert_seeds_are_stated(table[table["metric"] == "model_utility"], line,  # neighbour rows: no items, 0 seeds
+                            one="one seed per method so far, so every verdict is provisional",
+                            what="the real-TOFU paragraph")
     tables = store.load(ROOT / "results" / "tofu")
     frame = report.points(tables)
     damage = report.collateral_damage(tables, frame, "retain", "rougeL_recall")
