@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from . import stats, store
 from .stats import format_interval
@@ -75,7 +74,9 @@ def _utility(columns: dict[str, np.ndarray]) -> float:
             values = columns[f"{split}:{name}"]
             parts.append(np.mean(np.maximum(0.0, 1.0 - values)) if name == "truth_ratio" else np.mean(values))
     parts = np.asarray(parts)
-    return 0.0 if np.any(parts <= 0) else float(scipy_stats.hmean(parts))
+    # scipy.stats.hmean's own formula (bit for bit) without its argument checks, which cost ten times the rest:
+    # the model-utility bootstrap calls this 2,000 times per evaluated point
+    return 0.0 if np.any(parts <= 0) else float(1.0 / np.mean(1.0 / parts))
 
 
 def _forget_tr(values: np.ndarray, axis: int | None = None) -> np.ndarray:

@@ -141,6 +141,22 @@ def test_model_utility_zero_component_and_errors():
         M.model_utility([0.5] * 8 + [-0.1])
 
 
+def test_item_level_utility_is_model_utility_bit_for_bit():
+    """The study's bootstrap computes model utility item by item (report._utility, without scipy's per-call
+    checks): it must give exactly what metrics.model_utility gives on the same nine means."""
+    from palu_perta import report
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        columns = {f"{split}:{name}": rng.uniform(0.0, 1.5 if name == "truth_ratio" else 1.0, size=rng.integers(1, 40))
+                   for split, names in report.UTILITY_COLUMNS.items() for name in names}
+        means = [np.mean(np.maximum(0.0, 1.0 - v)) if key.endswith("truth_ratio") else np.mean(v)
+                 for key, v in columns.items()]
+        assert report._utility(columns) == M.model_utility(means)
+    columns["retain:prob"] = np.zeros(3)  # a zero component: 0, as scipy.stats.hmean gives
+    assert report._utility(columns) == 0.0
+
+
 # --- memorisation ------------------------------------------------------------------------
 
 
