@@ -74,7 +74,7 @@ def _utility(columns: dict[str, np.ndarray]) -> float:
             values = columns[f"{split}:{name}"]
             parts.append(np.mean(np.maximum(0.0, 1.0 - values)) if name == "truth_ratio" else np.mean(values))
     parts = np.asarray(parts)
-    # scipy.stats.hmean's own formula (bit for bit) without its argument checks, which cost ten times the rest:
+    # scipy.stats.hmean's own formula (bit for bit) without its argument checks, which took most of the time:
     # the model-utility bootstrap calls this 2,000 times per evaluated point
     return 0.0 if np.any(parts <= 0) else float(1.0 / np.mean(1.0 / parts))
 
